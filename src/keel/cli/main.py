@@ -1,0 +1,28 @@
+"""Assembles the ``keel`` command from one module per command group."""
+
+from __future__ import annotations
+
+import click
+
+from keel import __version__
+from keel.cli._base import KeelGroup
+from keel.cli.config_cmd import config
+from keel.cli.keys import keys
+from keel.cli.serve import serve
+from keel.cli.sim import sim
+
+
+@click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="keel")
+def cli() -> None:
+    """Keel: an LLMOps control plane in front of every LLM call."""
+
+
+cli.add_command(serve)
+cli.add_command(sim)
+cli.add_command(keys)
+cli.add_command(config)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,309 @@
+"""keel.yaml: one typed model, read once at start.
+
+Unknown keys are errors everywhere (``extra="forbid"``) so a misplaced
+setting is reported with its path instead of being ignored or forwarded
+upstream. ``${VAR}`` and ``${VAR:-default}`` are interpolated from the
+environment before validation; secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from keel.errors import ConfigError
+
+Seconds = Annotated[float, Field(gt=0)]
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- server -----------------------------------------------------------------
+
+
+class ServerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 4000
+    max_body_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    workers: Annotated[int, Field(ge=1)] = 1
+
+
+# --- providers --------------------------------------------------------------
+
+
+class Delay(Strict):
+    """A latency distribution: log-normal through its median and 99th percentile."""
+
+    p50_ms: Annotated[float, Field(ge=0)] = 0
+    p99_ms: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _p99_not_below_p50(self) -> Delay:
+        if self.p99_ms is not None and self.p99_ms < self.p50_ms:
+            raise ValueError("p99_ms must be >= p50_ms")
+        return self
+
+
+class Outage(Strict):
+    """The upstream fails every call from ``start_s`` for ``duration_s`` seconds
+    after the simulator starts, repeating every ``every_s`` seconds if set."""
+
+    start_s: Annotated[float, Field(ge=0)]
+    duration_s: Seconds
+    every_s: Seconds | None = None
+    status: Annotated[int, Field(ge=400, le=599)] = 503
+
+
+class ScriptedAnswer(Strict):
+    pattern: str
+    answer: str
+    wrong_answer: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+
+class SimulatorProvider(Strict):
+    """The built-in LLM stand-in (see docs/simulator.md)."""
+
+    kind: Literal["simulator"]
+    seed: int | None = None
+    latency: Delay = Delay()
+    ttft: Delay = Delay()
+    tokens_per_second: Annotated[float, Field(gt=0)] | None = None
+    error_rate: Share = 0.0
+    rate_limit_rate: Share = 0.0
+    timeout_rate: Share = 0.0
+    retry_after_s: Annotated[float, Field(ge=0)] = 1.0
+    outages: list[Outage] = []
+    answers: list[ScriptedAnswer] = []
+    default_answer: str | None = None
+    quality: Share = 1.0
+    context_window: Annotated[int, Field(gt=0)] = 128_000
+    max_output_tokens: Annotated[int, Field(gt=0)] = 4096
+    embedding_dimensions: Annotated[int, Field(gt=0, le=4096)] = 256
+
+
+class OpenAICompatProvider(Strict):
+    kind: Literal["openai_compat"]
+    base_url: str
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = {}
+    max_connections: Annotated[int, Field(gt=0)] = 512
+
+
+class AnthropicProvider(Strict):
+    kind: Literal["anthropic"]
+    base_url: str = "https://api.anthropic.com"
+    api_key: SecretStr | None = None
+    anthropic_version: str = "2023-06-01"
+    default_max_tokens: Annotated[int, Field(gt=0)] = 4096
+    max_connections: Annotated[int, Field(gt=0)] = 512
+
+
+ProviderConfig = Annotated[
+    SimulatorProvider | OpenAICompatProvider | AnthropicProvider,
+    Field(discriminator="kind"),
+]
+
+
+# --- models and routing -----------------------------------------------------
+
+
+class Deployment(Strict):
+    provider: str
+    model: str
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    context_window: Annotated[int, Field(gt=0)] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+class ModelAlias(Strict):
+    alias: Annotated[str, Field(min_length=1)]
+    kind: Literal["chat", "embeddings"] = "chat"
+    deployments: Annotated[list[Deployment], Field(min_length=1)]
+    timeout_s: Seconds = 60.0
+    deadline_s: Seconds | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    fallbacks: list[str] = []
+    context_fallback: str | None = None
+
+
+class BreakerConfig(Strict):
+    window_s: Seconds = 30.0
+    min_requests: Annotated[int, Field(ge=1)] = 5
+    failure_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    cooldown_s: Seconds = 10.0
+
+
+class RoutingConfig(Strict):
+    backoff_base_s: Annotated[float, Field(ge=0)] = 0.1
+    backoff_max_s: Annotated[float, Field(ge=0)] = 2.0
+    max_retry_after_s: Annotated[float, Field(ge=0)] = 10.0
+    stream_idle_timeout_s: Seconds = 30.0
+    deadline_s: Seconds = 300.0
+    breaker: BreakerConfig = BreakerConfig()
+
+
+class KeelConfig(Strict):
+    server: ServerConfig = ServerConfig()
+    database_url: str = "sqlite:///.keel/keel.db"
+    providers: dict[str, ProviderConfig]
+    models: Annotated[list[ModelAlias], Field(min_length=1)]
+    routing: RoutingConfig = RoutingConfig()
+
+    def alias(self, name: str) -> ModelAlias | None:
+        for model in self.models:
+            if model.alias == name:
+                return model
+        return None
+
+
+# --- loading ----------------------------------------------------------------
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def load_config(path: str | Path) -> KeelConfig:
+    """Read, interpolate and validate ``path``; raise ``ConfigError`` naming the field."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", source=source) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", source=source) from exc
+    return parse_config(raw, source=source, environ=os.environ)
+
+
+def parse_config(
+    raw: Any, *, source: str = "<config>", environ: Any = None
+) -> KeelConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping at the top level", source=source)
+    data = _interpolate(raw, (), os.environ if environ is None else environ, source)
+    try:
+        config = KeelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc), source=source) from None
+    problems = _cross_check(config)
+    if problems:
+        raise ConfigError("\n".join(problems), source=source)
+    return config
+
+
+def _interpolate(value: Any, path: tuple[str | int, ...], environ: Any, source: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), environ, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), environ, source) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return str(environ[name])
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{format_path(path)}: environment variable {name} is not set", source=source
+        )
+
+    return _ENV_PATTERN.sub(substitute, value)
+
+
+def format_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+_TAGS = {"simulator", "openai_compat", "anthropic"}
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        # Discriminated unions put the chosen tag in the path; users never wrote it.
+        if len(loc) >= 3 and loc[0] == "providers" and loc[2] in _TAGS:
+            loc = loc[:2] + loc[3:]
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            message = "unknown key"
+        elif kind == "union_tag_invalid":
+            message = f"unknown provider kind; expected one of {', '.join(sorted(_TAGS))}"
+        elif kind == "union_tag_not_found":
+            message = f"missing 'kind'; expected one of {', '.join(sorted(_TAGS))}"
+        else:
+            message = str(error["msg"])
+            message = message.removeprefix("Value error, ")
+        lines.append(f"{format_path(loc)}: {message}")
+    return "\n".join(lines)
+
+
+def _cross_check(config: KeelConfig) -> list[str]:
+    problems: list[str] = []
+    aliases = {m.alias: m for m in config.models}
+    seen: set[str] = set()
+    for i, model in enumerate(config.models):
+        where = f"models[{i}]"
+        if model.alias in seen:
+            problems.append(f'{where}.alias: duplicate alias "{model.alias}"')
+        seen.add(model.alias)
+        for j, deployment in enumerate(model.deployments):
+            if deployment.provider not in config.providers:
+                known = ", ".join(sorted(config.providers)) or "none defined"
+                problems.append(
+                    f'{where}.deployments[{j}].provider: unknown provider "{deployment.provider}"'
+                    f" (known: {known})"
+                )
+        for j, fallback in enumerate(model.fallbacks):
+            target = aliases.get(fallback)
+            if target is None:
+                problems.append(f'{where}.fallbacks[{j}]: unknown alias "{fallback}"')
+            elif fallback == model.alias:
+                problems.append(f"{where}.fallbacks[{j}]: an alias cannot fall back to itself")
+            elif target.kind != model.kind:
+                problems.append(
+                    f'{where}.fallbacks[{j}]: alias "{fallback}" serves {target.kind},'
+                    f" not {model.kind}"
+                )
+        if model.context_fallback is not None:
+            target = aliases.get(model.context_fallback)
+            if target is None:
+                problems.append(
+                    f'{where}.context_fallback: unknown alias "{model.context_fallback}"'
+                )
+            elif target.alias == model.alias:
+                problems.append(f"{where}.context_fallback: an alias cannot fall back to itself")
+    return problems

@@ -1,0 +1,286 @@
+"""Keel's one error hierarchy.
+
+Every failure Keel reports is a ``KeelError``. Each class carries the HTTP
+status, a stable ``code``, the OpenAI error ``type`` clients expect, the fault
+domain used for telemetry (``caller`` / ``policy`` / ``provider`` / ``keel``)
+and whether trying again might help. ``api.errors`` maps the tree to OpenAI
+error bodies and ``cli`` maps it to exit codes, each in one place::
+
+    KeelError                          500 keel_internal_error
+    ├── ConfigError                    bad keel.yaml (CLI exit 2)
+    ├── CallerError                    the request is wrong; never retried
+    │   ├── InvalidRequest             400 invalid_request / invalid_json
+    │   ├── AuthenticationFailed       401 invalid_api_key
+    │   ├── PermissionDenied           403 permission_denied
+    │   ├── ModelNotFound              404 model_not_found
+    │   ├── NotFound                   404 not_found
+    │   ├── MethodNotAllowed           405 method_not_allowed
+    │   └── PayloadTooLarge            413 payload_too_large
+    ├── ProviderError                  one upstream attempt failed
+    │   ├── UpstreamRejected           the upstream refused the request (4xx)
+    │   │   └── ContextWindowExceeded  400 context_length_exceeded
+    │   ├── UpstreamAuthError          502 the upstream refused Keel's credentials
+    │   ├── UpstreamRateLimited        429, retryable, may carry Retry-After
+    │   ├── UpstreamUnavailable        5xx, retryable
+    │   ├── UpstreamTimeout            attempt or stream idle timeout, retryable
+    │   ├── UpstreamConnectError       could not connect, retryable
+    │   ├── UpstreamProtocolError      the upstream answered nonsense, retryable
+    │   └── StreamInterrupted          the stream broke after content was sent
+    └── RoutingError                   the request as a whole could not be served
+        ├── AllUpstreamsFailed         502 every attempt failed
+        ├── NoHealthyUpstream          503 every deployment's breaker is open
+        └── DeadlineExceeded           504 the overall deadline passed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+Fault = Literal["caller", "policy", "provider", "keel"]
+
+
+class KeelError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "keel_internal_error"
+    openai_type: ClassVar[str] = "server_error"
+    fault: ClassVar[Fault] = "keel"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    @property
+    def error_type(self) -> str:
+        """The ``error.type`` value for telemetry: fault domain + code."""
+        return f"{self.fault}_{self.code}"
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error body for this error."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+
+class ConfigError(KeelError):
+    code = "invalid_config"
+    fault = "caller"
+
+    def __init__(self, message: str, *, source: str | None = None) -> None:
+        super().__init__(f"{source}: {message}" if source else message)
+        self.source = source
+
+
+# --- caller -----------------------------------------------------------------
+
+
+class CallerError(KeelError):
+    status = 400
+    code = "invalid_request"
+    openai_type = "invalid_request_error"
+    fault = "caller"
+
+
+class InvalidRequest(CallerError):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message, param=param)
+        if code is not None:
+            self.code = code  # type: ignore[misc]  # per-instance refinement of the class code
+
+
+class AuthenticationFailed(CallerError):
+    status = 401
+    code = "invalid_api_key"
+    openai_type = "authentication_error"
+
+
+class PermissionDenied(CallerError):
+    status = 403
+    code = "permission_denied"
+    openai_type = "permission_error"
+
+
+class ModelNotFound(CallerError):
+    status = 404
+    code = "model_not_found"
+    openai_type = "invalid_request_error"
+
+
+class NotFound(CallerError):
+    status = 404
+    code = "not_found"
+    openai_type = "not_found_error"
+
+
+class MethodNotAllowed(CallerError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(CallerError):
+    status = 413
+    code = "payload_too_large"
+
+
+# --- provider ---------------------------------------------------------------
+
+
+class ProviderError(KeelError):
+    """One upstream attempt failed. ``deployment`` names which one."""
+
+    status = 502
+    code = "upstream_error"
+    openai_type = "api_error"
+    fault = "provider"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        self.deployment: str | None = None
+
+
+class UpstreamRejected(ProviderError):
+    """The upstream refused the request itself; the caller sees its status."""
+
+    code = "upstream_rejected"
+    openai_type = "invalid_request_error"
+
+    @property
+    def http_status(self) -> int:
+        return self.upstream_status or 400
+
+
+class ContextWindowExceeded(UpstreamRejected):
+    code = "context_length_exceeded"
+
+
+class UpstreamAuthError(ProviderError):
+    """401/403 from the upstream: the deployment's key is wrong, not the caller's."""
+
+    code = "upstream_auth_error"
+
+
+class UpstreamRateLimited(ProviderError):
+    code = "upstream_rate_limited"
+    openai_type = "rate_limit_error"
+    retryable = True
+
+
+class UpstreamUnavailable(ProviderError):
+    code = "upstream_unavailable"
+    retryable = True
+
+
+class UpstreamTimeout(ProviderError):
+    code = "upstream_timeout"
+    openai_type = "timeout_error"
+    retryable = True
+
+
+class UpstreamConnectError(ProviderError):
+    code = "upstream_connect_error"
+    retryable = True
+
+
+class UpstreamProtocolError(ProviderError):
+    code = "upstream_protocol_error"
+    retryable = True
+
+
+class StreamInterrupted(ProviderError):
+    """The upstream stream broke after content reached the client."""
+
+    code = "stream_interrupted"
+
+
+# --- routing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSummary:
+    """One upstream attempt, as reported in routing errors and traces."""
+
+    alias: str
+    deployment: str
+    outcome: str  # "ok" or an error code
+    status: int | None
+    latency_ms: float
+    detail: str = ""
+
+    def describe(self) -> str:
+        status = f" {self.status}" if self.status else ""
+        return f"{self.deployment} ({self.alias}): {self.outcome}{status}"
+
+
+class RoutingError(KeelError):
+    fault = "provider"
+
+    def __init__(self, message: str, attempts: list[AttemptSummary]) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["attempts"] = [
+            {
+                "alias": a.alias,
+                "deployment": a.deployment,
+                "outcome": a.outcome,
+                "status": a.status,
+                "latency_ms": round(a.latency_ms, 1),
+            }
+            for a in self.attempts
+        ]
+        return body
+
+    @staticmethod
+    def summarize(attempts: list[AttemptSummary]) -> str:
+        if not attempts:
+            return "no attempt was made"
+        return "; ".join(a.describe() for a in attempts)
+
+
+class AllUpstreamsFailed(RoutingError):
+    status = 502
+    code = "all_upstreams_failed"
+    openai_type = "api_error"
+
+
+class NoHealthyUpstream(RoutingError):
+    status = 503
+    code = "no_healthy_upstream"
+    openai_type = "api_error"
+
+
+class DeadlineExceeded(RoutingError):
+    status = 504
+    code = "deadline_exceeded"
+    openai_type = "timeout_error"
+
+
+def http_status(error: KeelError) -> int:
+    """The status a client sees for ``error``."""
+    if isinstance(error, UpstreamRejected):
+        return error.http_status
+    return error.status
+
+
+def retry_after_header(error: KeelError) -> dict[str, str]:
+    if isinstance(error, ProviderError) and error.retry_after is not None:
+        return {"retry-after": str(max(1, round(error.retry_after)))}
+    return {}

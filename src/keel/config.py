@@ -203,9 +203,7 @@ def load_config(path: str | Path) -> KeelConfig:
     return parse_config(raw, source=source, environ=os.environ)
 
 
-def parse_config(
-    raw: Any, *, source: str = "<config>", environ: Any = None
-) -> KeelConfig:
+def parse_config(raw: Any, *, source: str = "<config>", environ: Any = None) -> KeelConfig:
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping at the top level", source=source)
     data = _interpolate(raw, (), os.environ if environ is None else environ, source)

@@ -26,10 +26,11 @@ error bodies and ``cli`` maps it to exit codes, each in one place::
     │   ├── UpstreamConnectError       could not connect, retryable
     │   ├── UpstreamProtocolError      the upstream answered nonsense, retryable
     │   └── StreamInterrupted          the stream broke after content was sent
-    └── RoutingError                   the request as a whole could not be served
-        ├── AllUpstreamsFailed         502 every attempt failed
-        ├── NoHealthyUpstream          503 every deployment's breaker is open
-        └── DeadlineExceeded           504 the overall deadline passed
+    ├── RoutingError                   the request as a whole could not be served
+    │   ├── AllUpstreamsFailed         502 every attempt failed
+    │   ├── NoHealthyUpstream          503 every deployment's breaker is open
+    │   └── DeadlineExceeded           504 the overall deadline passed
+    └── StoreError                     503 store_unavailable: the database failed
 """
 
 from __future__ import annotations
@@ -271,6 +272,21 @@ class DeadlineExceeded(RoutingError):
     status = 504
     code = "deadline_exceeded"
     openai_type = "timeout_error"
+
+
+# --- store ------------------------------------------------------------------
+
+
+class StoreError(KeelError):
+    """The database could not be reached, migrated or queried.
+
+    Messages name the database with its password redacted and never carry a key.
+    """
+
+    status = 503
+    code = "store_unavailable"
+    openai_type = "api_error"
+    retryable = True
 
 
 def http_status(error: KeelError) -> int:

@@ -1,0 +1,153 @@
+"""The app factory: builds all state in the lifespan and passes it explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keel.api._asgi import request_id
+from keel.api.data_plane import DataPlaneEndpoint
+from keel.config import KeelConfig
+from keel.errors import (
+    KeelError,
+    MethodNotAllowed,
+    NotFound,
+    http_status,
+    retry_after_header,
+)
+from keel.pipeline import Pipeline, build_pipeline
+from keel.pipeline.stages import authenticate
+from keel.providers import Upstream, build_upstream
+from keel.routing import Router
+from keel.store import KeyResolver, KeyStore, make_engine
+
+log = logging.getLogger("keel.api")
+
+
+@dataclass(slots=True)
+class AppState:
+    config: KeelConfig
+    engine: Engine
+    upstreams: dict[str, Upstream]
+    router: Router
+    resolver: KeyResolver
+    pipeline: Pipeline
+
+
+def create_app(
+    config: KeelConfig,
+    *,
+    upstreams: dict[str, Upstream] | None = None,
+    router: Router | None = None,
+) -> Starlette:
+    """Build the gateway. ``upstreams``/``router`` let tests inject their own.
+
+    The database must already be migrated (``keel serve`` does it once before
+    starting workers, so N workers never race on migrations).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
+        engine = make_engine(config.database_url)
+        built = (
+            upstreams
+            if upstreams is not None
+            else {
+                name: build_upstream(name, provider) for name, provider in config.providers.items()
+            }
+        )
+        routes = router or Router(config, built)
+        resolver = KeyResolver(KeyStore(engine))
+        state = AppState(config, engine, built, routes, resolver, build_pipeline(routes, resolver))
+        try:
+            yield {"keel": state}
+        finally:
+            await asyncio.gather(*(u.aclose() for u in built.values()))
+            engine.dispose()
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", DataPlaneEndpoint("chat"), methods=["POST"]),
+            Route("/v1/embeddings", DataPlaneEndpoint("embeddings"), methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={
+            HTTPException: http_exception,
+            KeelError: keel_error,
+            Exception: unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.state.keel
+    return state
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    await authenticate(state.resolver, request.headers.get("authorization"))
+    data = [
+        {"id": m.alias, "object": "model", "created": 0, "owned_by": "keel", "kind": m.kind}
+        for m in state.config.models
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready when the store answers; the gateway cannot authenticate without it."""
+    state = _state(request)
+
+    def ping() -> None:
+        with state.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.to_thread(ping)
+    except Exception as exc:
+        log.warning("readiness check failed: %s", type(exc).__name__)
+        return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def _error_response(request: Request, error: KeelError) -> Response:
+    headers = {"x-request-id": request_id(request.scope), **retry_after_header(error)}
+    return JSONResponse(error.body(), status_code=http_status(error), headers=headers)
+
+
+async def keel_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeelError)
+    return _error_response(request, exc)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error: KeelError = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}"
+        )
+    else:
+        error = NotFound(f"no route for {request.method} {request.url.path}")
+    return _error_response(request, error)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error serving %s", request.url.path)
+    return _error_response(request, KeelError("internal error in Keel; see the gateway log"))

@@ -1,0 +1,15 @@
+"""Entry point for multi-worker ``keel serve``: each worker builds its own app."""
+
+from __future__ import annotations
+
+import os
+
+from starlette.applications import Starlette
+
+from keel.api.app import create_app
+from keel.config import load_config
+
+
+def app() -> Starlette:
+    # `keel serve` validated this file and exported its path before forking.
+    return create_app(load_config(os.environ["KEEL_CONFIG"]))

@@ -1,0 +1,52 @@
+"""The state of one request as it moves through the pipeline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.config import ModelAlias
+from keel.errors import AttemptSummary
+from keel.providers.base import Json, Operation
+from keel.routing import OpenedStream, RouteResult
+from keel.store import KeyRecord
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    operation: Operation
+    raw_body: bytes
+    authorization: str | None
+    started: float = field(default_factory=time.perf_counter)
+    received_at: float = field(default_factory=time.time)
+
+    # parse
+    body: Json = field(default_factory=dict)
+    upstream_body: Json = field(default_factory=dict)
+    stream: bool = False
+    include_usage: bool = False
+    end_user: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # auth
+    key: KeyRecord | None = None
+    # model
+    alias: ModelAlias | None = None
+    # route / call
+    route: RouteResult | None = None
+    opened: OpenedStream | None = None
+    usage: Json | None = None
+    ttft_ms: float | None = None
+    streamed_chars: int = 0
+
+    @property
+    def tenant(self) -> str | None:
+        return self.key.tenant if self.key else None
+
+    @property
+    def attempts(self) -> list[AttemptSummary]:
+        return self.route.attempts if self.route else []
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000

@@ -1,0 +1,94 @@
+"""The OpenAI request shapes Keel checks before anything else runs.
+
+Only the fields Keel itself reads or that a client commonly gets wrong are
+typed; every other field passes through to the upstream untouched. The
+original dict is forwarded, not a re-serialised model, so nothing the client
+sent is reordered or dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from keel.config import format_path
+from keel.errors import InvalidRequest
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Message(_Open):
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class ChatRequest(_Open):
+    model: Annotated[str, Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class EmbeddingsRequest(_Open):
+    model: Annotated[str, Field(min_length=1)]
+    input: str | list[str] | list[int] | list[list[int]]
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+
+
+T = TypeVar("T")
+
+_CHAT = TypeAdapter(ChatRequest)
+_EMBEDDINGS = TypeAdapter(EmbeddingsRequest)
+
+# Keel's own request fields, consumed here and never forwarded upstream.
+KEEL_FIELDS = ("metadata",)
+
+
+def validate_chat(body: dict[str, Any]) -> ChatRequest:
+    return _validate(_CHAT, body)
+
+
+def validate_embeddings(body: dict[str, Any]) -> EmbeddingsRequest:
+    return _validate(_EMBEDDINGS, body)
+
+
+def _validate(adapter: TypeAdapter[T], body: dict[str, Any]) -> T:
+    try:
+        return adapter.validate_python(body)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        # Union members add their type name to the path; the client never wrote it.
+        loc = tuple(p for p in error["loc"] if not _is_type_tag(p))
+        param = format_path(loc)
+        if error["type"] == "missing":
+            message = f"{param}: required field is missing"
+        else:
+            message = f"{param}: {error['msg']}"
+        raise InvalidRequest(message, param=param) from None
+
+
+def _is_type_tag(part: Any) -> bool:
+    return isinstance(part, str) and (
+        part.startswith(("list[", "dict[")) or part in {"str", "int", "function-after"}
+    )

@@ -1,0 +1,138 @@
+"""The pipeline's stages and the one list that orders them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import orjson
+
+from keel.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
+from keel.pipeline.context import RequestContext
+from keel.pipeline.schema import KEEL_FIELDS, validate_chat, validate_embeddings
+from keel.routing import Router
+from keel.store import KeyRecord, KeyResolver
+
+
+class Stage(Protocol):
+    name: str
+
+    async def __call__(self, ctx: RequestContext) -> None: ...
+
+
+class Parse:
+    """JSON and OpenAI schema check; splits Keel's own fields from the upstream body."""
+
+    name = "parse"
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        try:
+            body = orjson.loads(ctx.raw_body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(
+                f"request body is not valid JSON: {exc}", code="invalid_json"
+            ) from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+        if ctx.operation == "chat":
+            chat = validate_chat(body)
+            ctx.stream = chat.stream
+            ctx.include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            ctx.end_user, metadata = chat.user, chat.metadata
+        else:
+            embeddings = validate_embeddings(body)
+            ctx.end_user, metadata = embeddings.user, embeddings.metadata
+        ctx.metadata = dict(metadata or {})
+        ctx.body = body
+        if any(field in body for field in KEEL_FIELDS):
+            ctx.upstream_body = {k: v for k, v in body.items() if k not in KEEL_FIELDS}
+        else:
+            ctx.upstream_body = body
+
+
+class Authenticate:
+    """Bearer virtual key → tenant. The key itself is never echoed or logged."""
+
+    name = "auth"
+
+    def __init__(self, resolver: KeyResolver) -> None:
+        self._resolver = resolver
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        ctx.key = await authenticate(self._resolver, ctx.authorization)
+
+
+async def authenticate(resolver: KeyResolver, authorization: str | None) -> KeyRecord:
+    if not authorization:
+        raise AuthenticationFailed("missing API key: send it as 'Authorization: Bearer <key>'")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed("malformed Authorization header: expected 'Bearer <key>'")
+    record = await resolver.resolve(token)
+    if record is None:
+        raise AuthenticationFailed("invalid API key (unknown, revoked or expired)")
+    return record
+
+
+class ResolveModel:
+    """``model`` names an alias this deployment serves, of the right kind."""
+
+    name = "model"
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        requested = ctx.body["model"]
+        alias = self._router.alias(requested)
+        if alias is None:
+            raise ModelNotFound(f'model "{requested}" does not exist', param="model")
+        if alias.kind != ctx.operation:
+            endpoint = "/v1/embeddings" if alias.kind == "embeddings" else "/v1/chat/completions"
+            raise InvalidRequest(
+                f'model "{requested}" is a {alias.kind} model; call {endpoint}', param="model"
+            )
+        ctx.alias = alias
+
+
+class Route:
+    """Alias → deployment with retries and fallbacks; the upstream call itself."""
+
+    name = "route"
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        assert ctx.alias is not None  # ResolveModel ran
+        deadline = self._router.deadline_for(ctx.alias)
+        if ctx.stream:
+            ctx.opened = await self._router.open_stream(
+                ctx.alias, ctx.upstream_body, deadline=deadline
+            )
+            ctx.route = ctx.opened.route
+        else:
+            ctx.route = await self._router.send(
+                ctx.alias, ctx.operation, ctx.upstream_body, deadline=deadline
+            )
+
+
+class Pipeline:
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = stages
+
+    async def run(self, ctx: RequestContext) -> None:
+        for stage in self.stages:
+            await stage(ctx)
+
+
+def build_pipeline(router: Router, resolver: KeyResolver) -> Pipeline:
+    """The order of the data plane, in one place."""
+    return Pipeline(
+        [
+            Parse(),
+            Authenticate(resolver),
+            ResolveModel(router),
+            Route(router),
+        ]
+    )

@@ -1,0 +1,12 @@
+"""Routing: model aliases to deployments, with retries, deadlines, circuit
+breakers and fallback chains.
+
+Owns the decision of which upstream serves an attempt and what happens when
+it fails. Imports ``keel.config``, ``keel.errors`` and ``keel.providers``
+only; knows nothing of HTTP on the client side.
+"""
+
+from keel.routing.breaker import BreakerState, CircuitBreaker
+from keel.routing.router import OpenedStream, Router, RouteResult
+
+__all__ = ["BreakerState", "CircuitBreaker", "OpenedStream", "RouteResult", "Router"]

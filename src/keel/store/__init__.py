@@ -1,0 +1,32 @@
+"""Persistence: SQLAlchemy tables, Alembic migrations and repositories.
+
+Owns everything Keel keeps in its database (SQLite embedded, PostgreSQL at
+scale): table definitions (``tables``), engines and migrations (``db``, with
+the migration scripts shipped in ``migrations/``) and one repository per
+domain noun (``keys`` for tenants and virtual keys). May import ``keel.errors``
+and ``keel.config``; never ``keel.api`` or ``keel.cli``, which call into it.
+"""
+
+from keel.store.db import make_engine, redact_url, upgrade
+from keel.store.keys import (
+    KeyLookup,
+    KeyRecord,
+    KeyResolver,
+    KeyStore,
+    ResolverStats,
+    generate_key,
+    hash_key,
+)
+
+__all__ = [
+    "KeyLookup",
+    "KeyRecord",
+    "KeyResolver",
+    "KeyStore",
+    "ResolverStats",
+    "generate_key",
+    "hash_key",
+    "make_engine",
+    "redact_url",
+    "upgrade",
+]

@@ -1,0 +1,132 @@
+"""Engines and migrations for the two supported databases.
+
+``sqlite:///path.db`` is the embedded default; ``postgresql://`` (always driven
+by psycopg 3) is the scale-out store. Every message this module raises names
+the database through :func:`redact_url`, so a password never reaches a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+from keel.errors import ConfigError, StoreError
+
+# How long a SQLite writer waits for another writer's lock before failing:
+# the CLI writes keys while a running gateway reads and writes the same file.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_POSTGRES_DRIVERS = {"postgresql", "postgresql+psycopg"}
+
+
+def redact_url(url: str | URL) -> str:
+    """``url`` as text with any password replaced by ``***``; safe to log."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except (exc.ArgumentError, ValueError):
+        # Unparseable: show only the scheme, since we cannot tell where a secret sits.
+        scheme = str(url).split(":", 1)[0] if ":" in str(url) else "?"
+        return f"{scheme}://<unparseable>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine for ``url``; SQLite files get WAL mode, a busy timeout and their folder.
+
+    Relative SQLite paths resolve against the current directory. Plain
+    ``postgresql://`` URLs are pointed at the psycopg 3 driver. Nothing
+    connects until the engine is first used.
+    """
+    try:
+        parsed = make_url(url)
+    except (exc.ArgumentError, ValueError):
+        raise ConfigError(
+            f"database_url: cannot parse {redact_url(url)};"
+            " expected sqlite:///path/to/keel.db or postgresql://user@host/db"
+        ) from None
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        return _sqlite_engine(parsed)
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        return sa.create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            pool_pre_ping=True,  # a gateway outlives database restarts and failovers
+        )
+    raise ConfigError(
+        f"database_url: unsupported scheme {parsed.drivername!r};"
+        " expected sqlite:///path/to/keel.db or postgresql://user@host/db"
+    )
+
+
+def _sqlite_engine(url: URL) -> sa.Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:")
+    if not in_memory:
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the folder for {redact_url(url)}: {error.strerror}"
+            ) from None
+    options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if in_memory:
+        # One shared connection, or every checkout would see a new empty database.
+        options["poolclass"] = StaticPool
+    engine = sa.create_engine(url, **options)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets readers (a serving gateway) proceed while one writer commits.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+@contextmanager
+def translate_errors(engine: sa.Engine, doing: str) -> Iterator[None]:
+    """Re-raise database failures as ``StoreError`` naming the (redacted) database."""
+    try:
+        yield
+    except exc.DBAPIError as error:
+        raise StoreError(
+            f"{doing} failed on {redact_url(engine.url)}: {_describe(error, engine.url)}"
+        ) from None
+
+
+def _describe(error: exc.DBAPIError, url: URL) -> str:
+    lines = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
+    text = lines[0]
+    # Drivers quote connection details back; make sure the password is not among them.
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return text
+
+
+def upgrade(engine: sa.Engine) -> None:
+    """Run every pending migration up to the newest; safe to call on every start."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util.exc import CommandError
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with translate_errors(engine, "migrating the database"), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        try:
+            command.upgrade(config, "head")
+        except CommandError as error:
+            # e.g. the database was migrated by a newer Keel than this one.
+            raise StoreError(f"migrating {redact_url(engine.url)} failed: {error}") from None

@@ -124,7 +124,8 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:
         log.warning("readiness check failed: %s", type(exc).__name__)
         return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
-    return JSONResponse({"status": "ready"})
+    breakers = {name: b.state.value for name, b in state.router.breakers.items()}
+    return JSONResponse({"status": "ready", "breakers": breakers})
 
 
 def _error_response(request: Request, error: KeelError) -> Response:

@@ -165,5 +165,5 @@ def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
         return []
     return [
         (b"x-keel-model", route.deployment.encode()),
-        (b"x-keel-attempts", str(len(route.attempts)).encode()),
+        (b"x-keel-attempts", str(route.attempt_count).encode()),
     ]

@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
 _DURATION = re.compile(r"(\d+)([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_MAX_LIFETIME = timedelta(days=36525)
 _FORMAT = click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
+    type=click.Choice(["text", "json"]),
+    default="text",
     show_default=True,
     help="json prints one machine-readable document for scripts.",
 )
@@ -31,13 +32,17 @@ _FORMAT = click.option(
 def parse_duration(text: str, param: str) -> timedelta:
     """``30d``, ``12h``, ``90m`` or ``2w`` as a positive timedelta."""
     match = _DURATION.fullmatch(text.strip())
-    if match is None or int(match.group(1)) == 0:
+    try:
+        lifetime = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}) if match else None
+    except OverflowError:
+        lifetime = None
+    if lifetime is None or not timedelta(0) < lifetime <= _MAX_LIFETIME:
         raise InvalidRequest(
             f"{param}: {text!r} is not a duration; expected a positive whole number and"
-            " a unit m, h, d or w, e.g. 30d",
+            " a unit m, h, d or w, up to 100 years, e.g. 30d",
             param=param,
         )
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return lifetime
 
 
 @contextmanager

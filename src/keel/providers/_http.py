@@ -147,8 +147,9 @@ class SSEDecoder:
 
     def _line(self, line: bytes, events: list[SSEEvent]) -> None:
         if not line:
-            if self._data:
-                events.append(SSEEvent(self._event or "message", b"\n".join(self._data)))
+            data = b"\n".join(self._data)
+            if data:  # per the spec, an event with empty data is not dispatched
+                events.append(SSEEvent(self._event or "message", data))
             self._data = []
             self._event = ""
         elif line[0] != 0x3A:  # a leading ":" marks a comment (keep-alive)

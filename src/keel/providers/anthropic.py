@@ -43,7 +43,6 @@ class AnthropicUpstream:
         self._secret = config.api_key.get_secret_value() if config.api_key else None
         headers = {
             "content-type": "application/json",
-            "accept": "application/json",
             "anthropic-version": config.anthropic_version,
         }
         if self._secret:

@@ -39,7 +39,7 @@ class OpenAICompatUpstream:
         self._chat_url = f"{base}/chat/completions"
         self._embeddings_url = f"{base}/embeddings"
         self._secret = config.api_key.get_secret_value() if config.api_key else None
-        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {"content-type": "application/json"}
         if self._secret:
             headers["authorization"] = f"Bearer {self._secret}"
         headers.update(config.headers)  # explicit config wins, e.g. an org header

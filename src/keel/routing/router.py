@@ -48,6 +48,11 @@ class RouteResult:
     fallback_used: bool
     response: Json = field(default_factory=dict)
 
+    @property
+    def attempt_count(self) -> int:
+        """Calls actually made upstream (a skipped open breaker is not one)."""
+        return sum(1 for a in self.attempts if a.outcome != "breaker_open")
+
 
 @dataclass(slots=True)
 class OpenedStream:

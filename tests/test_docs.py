@@ -1,0 +1,85 @@
+"""The docs name every config field, CLI command and error code (they cannot drift)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from pydantic import BaseModel
+
+import keel.errors as errors
+from keel.cli.main import cli
+from keel.config import (
+    AnthropicProvider,
+    BreakerConfig,
+    Deployment,
+    KeelConfig,
+    ModelAlias,
+    OpenAICompatProvider,
+    RoutingConfig,
+    ServerConfig,
+    SimulatorProvider,
+)
+
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def doc(name: str) -> str:
+    return (DOCS / name).read_text()
+
+
+@pytest.mark.parametrize(
+    ("model", "page"),
+    [
+        (KeelConfig, "configuration.md"),
+        (ServerConfig, "configuration.md"),
+        (ModelAlias, "configuration.md"),
+        (Deployment, "configuration.md"),
+        (RoutingConfig, "configuration.md"),
+        (BreakerConfig, "configuration.md"),
+        (OpenAICompatProvider, "providers.md"),
+        (AnthropicProvider, "providers.md"),
+        (SimulatorProvider, "simulator.md"),
+    ],
+)
+def test_every_config_field_is_documented(model: type[BaseModel], page: str) -> None:
+    text = doc(page)
+    missing = [
+        name for name in model.model_fields if f"`{name}" not in text and f".{name}`" not in text
+    ]
+    assert not missing, f"{page} does not mention {missing}"
+
+
+def _commands(group: click.Group, prefix: str = "keel") -> list[str]:
+    found = []
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}"
+        if isinstance(command, click.Group):
+            found.extend(_commands(command, path))
+        else:
+            found.append(path)
+    return found
+
+
+def test_every_cli_command_is_documented() -> None:
+    text = doc("cli.md")
+    missing = [c for c in _commands(cli) if f"`{c}" not in text]
+    assert not missing, f"cli.md does not mention {missing}"
+
+
+def _error_classes() -> list[type[errors.KeelError]]:
+    found: list[type[errors.KeelError]] = []
+    pending: list[type[errors.KeelError]] = [errors.KeelError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_code_is_documented() -> None:
+    text = doc("api.md") + doc("providers.md") + doc("keys.md")
+    codes = {cls.code for cls in _error_classes()}
+    missing = sorted(code for code in codes if f"`{code}`" not in text)
+    assert not missing, f"docs do not mention error codes {missing}"

@@ -206,22 +206,22 @@ def load_config(path: str | Path) -> KeelConfig:
 def parse_config(raw: Any, *, source: str = "<config>", environ: Any = None) -> KeelConfig:
     if not isinstance(raw, dict):
         raise ConfigError("expected a mapping at the top level", source=source)
-    data = _interpolate(raw, (), os.environ if environ is None else environ, source)
+    data = interpolate_env(raw, (), os.environ if environ is None else environ, source)
     try:
         config = KeelConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc), source=source) from None
+        raise ConfigError(format_validation(exc), source=source) from None
     problems = _cross_check(config)
     if problems:
         raise ConfigError("\n".join(problems), source=source)
     return config
 
 
-def _interpolate(value: Any, path: tuple[str | int, ...], environ: Any, source: str) -> Any:
+def interpolate_env(value: Any, path: tuple[str | int, ...], environ: Any, source: str) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, k), environ, source) for k, v in value.items()}
+        return {k: interpolate_env(v, (*path, k), environ, source) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*path, i), environ, source) for i, v in enumerate(value)]
+        return [interpolate_env(v, (*path, i), environ, source) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
@@ -248,7 +248,7 @@ def format_path(loc: tuple[str | int, ...]) -> str:
 _TAGS = {"simulator", "openai_compat", "anthropic"}
 
 
-def _format_validation(exc: ValidationError) -> str:
+def format_validation(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])

@@ -311,7 +311,7 @@ async def stats_of(app: ASGIApp) -> Json:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://sim"
     ) as http:
-        return (await http.get("/_sim/stats")).json()  # type: ignore[no-any-return]
+        return (await http.get("/_sim/stats")).json()
 
 
 @pytest.mark.parametrize("fields", [{"latency": {"p50_ms": 60_000}}, {"timeout_rate": 1.0}])
@@ -384,9 +384,9 @@ async def test_openai_sdk(sdk_http: httpx2.AsyncClient) -> None:
     }
     called = await sdk.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "go"}], tools=[tool]
-    )  # type: ignore[list-item]
+    )
     tool_calls = called.choices[0].message.tool_calls
-    assert tool_calls is not None and tool_calls[0].function.arguments == '{"n":1}'  # type: ignore[union-attr]
+    assert tool_calls is not None and tool_calls[0].function.arguments == '{"n":1}'
 
 
 async def test_openai_sdk_sees_rate_limits(sdk_http: httpx2.AsyncClient) -> None:
@@ -403,22 +403,22 @@ async def test_anthropic_sdk(sdk_http: httpx2.AsyncClient) -> None:
         api_key="sk-test", base_url="http://sim", http_client=sdk_http, max_retries=0
     )
     question = [{"role": "user", "content": "Capital of France?"}]
-    message = await sdk.messages.create(model="claude-x", max_tokens=50, messages=question)  # type: ignore[arg-type]
+    message = await sdk.messages.create(model="claude-x", max_tokens=50, messages=question)
     assert message.content[0].type == "text" and message.content[0].text == "Paris."
-    async with sdk.messages.stream(model="claude-x", max_tokens=50, messages=question) as stream:  # type: ignore[arg-type]
+    async with sdk.messages.stream(model="claude-x", max_tokens=50, messages=question) as stream:
         streamed = await stream.get_final_message()
-    assert streamed.content[0].text == "Paris."  # type: ignore[union-attr]
+    assert streamed.content[0].text == "Paris."
     assert (streamed.stop_reason, streamed.usage.output_tokens) == ("end_turn", 2)
     async with sdk.messages.stream(
         model="c", max_tokens=50, messages=question, tools=[TOOL]
-    ) as stream:  # type: ignore[arg-type, list-item]
+    ) as stream:
         used = await stream.get_final_message()
     assert used.content[0].type == "tool_use" and used.content[0].input == {
         "q": "Capital of France?"
     }
     await sdk_http.post("/_sim/outage", json={"duration_s": 30, "status": 529})
     with pytest.raises(anthropic.OverloadedError):
-        await sdk.messages.create(model="claude-x", max_tokens=50, messages=question)  # type: ignore[arg-type]
+        await sdk.messages.create(model="claude-x", max_tokens=50, messages=question)
 
 
 # --- keel sim --------------------------------------------------------------------------------

@@ -183,5 +183,5 @@ async def test_closing_a_stream_early_counts_as_cancelled() -> None:
     sim = upstream(tokens_per_second=1, default_answer="many words in this answer")
     stream = sim.stream(chat(timeout=5))
     assert (await anext(aiter(stream)))["choices"][0]["delta"]["role"] == "assistant"
-    await stream.aclose()  # type: ignore[attr-defined]  # an async generator underneath
+    await stream.aclose()  # an async generator underneath
     assert (sim.stats.cancelled, sim.stats.completed, sim.stats.in_flight) == (1, 0, 0)

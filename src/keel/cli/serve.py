@@ -81,7 +81,6 @@ def serve(
 
 def _print_demo(engine: object, host: str, port: int, alias: str) -> None:
     from rich.console import Console
-    from rich.panel import Panel
 
     from keel.store import KeyStore
 
@@ -109,12 +108,13 @@ def _print_demo(engine: object, host: str, port: int, alias: str) -> None:
         '    messages=[{"role": "user", "content": "Hello!"}])\n'
         "print(reply.choices[0].message.content)"
     )
-    console = Console()
-    console.print(
-        Panel(
-            f"[bold]{note}[/]\n{key}\n\n[bold]curl[/]\n{curl}\n\n[bold]OpenAI SDK[/]\n{sdk}",
-            title="Keel demo",
-            expand=False,
-        ),
-        soft_wrap=True,
-    )
+    # Plain text, never wrapped or boxed, so every line can be copied as is.
+    console = Console(soft_wrap=True)
+    console.rule("[bold]Keel demo")
+    console.print(f"[bold]{note}[/]")
+    console.print(key, markup=False, highlight=False)
+    console.print("\n[bold]curl[/]")
+    console.print(curl, markup=False, highlight=False)
+    console.print("\n[bold]OpenAI SDK[/]")
+    console.print(sdk, markup=False, highlight=False)
+    console.rule()

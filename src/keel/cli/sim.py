@@ -18,7 +18,7 @@ def _load(path: str | None, seed: int | None, fast: bool) -> SimulatorProvider:
     import yaml
     from pydantic import ValidationError
 
-    from keel.config import Delay, SimulatorProvider, _format_validation, _interpolate
+    from keel.config import Delay, SimulatorProvider, format_validation, interpolate_env
     from keel.errors import ConfigError
 
     raw: Any = {}
@@ -33,11 +33,11 @@ def _load(path: str | None, seed: int | None, fast: bool) -> SimulatorProvider:
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError("expected a mapping at the top level", source=path)
-        raw = _interpolate(raw, (), os.environ, path)
+        raw = interpolate_env(raw, (), os.environ, path)
     try:
         config = SimulatorProvider.model_validate({"kind": "simulator", **raw})
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc), source=path or "<sim>") from None
+        raise ConfigError(format_validation(exc), source=path or "<sim>") from None
     update: dict[str, Any] = {}
     if seed is not None:
         update["seed"] = seed

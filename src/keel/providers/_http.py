@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -76,6 +77,43 @@ class HttpClient:
     async def post(self, url: str, body: Json) -> aiohttp.ClientResponse:
         """POST ``body`` as JSON; redirects are a misconfigured base URL, not followed."""
         return await self.session.post(url, data=orjson.dumps(body), allow_redirects=False)
+
+    async def post_json(self, url: str, body: Json, *, timeout: float, secret: str | None) -> Json:
+        """POST and return the JSON object answer; every failure as ``keel.errors``."""
+        with translating:
+            async with asyncio.timeout(timeout):
+                response = await self.post(url, body)
+                try:
+                    if not 200 <= response.status < 300:
+                        raise await read_error(response, secret)
+                    raw = await response.read()
+                finally:
+                    finish(response)
+        return parse_object(raw)
+
+    async def post_events(
+        self, url: str, body: Json, *, timeout: float, idle_timeout: float, secret: str | None
+    ) -> AsyncGenerator[SSEEvent, None]:
+        """POST and yield the answer's server-sent events.
+
+        ``timeout`` bounds the wait for the first event, ``idle_timeout`` each
+        later gap. Closing the generator early drops the connection, which is
+        how the upstream learns to stop generating.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        with translating:
+            async with asyncio.timeout_at(deadline):
+                response = await self.post(url, body)
+            try:
+                if not 200 <= response.status < 300:
+                    async with asyncio.timeout_at(deadline):
+                        raise await read_error(response, secret)
+                events = sse_events(response, first_deadline=deadline, idle_timeout=idle_timeout)
+                async with aclosing(events):
+                    async for event in events:
+                        yield event
+            finally:
+                finish(response)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

@@ -7,11 +7,8 @@ The wire work (auth headers, timeouts, SSE, error mapping) is shared with
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-
-import orjson
 
 from keel.config import AnthropicProvider
 from keel.errors import InvalidRequest, UpstreamProtocolError
@@ -24,11 +21,7 @@ from keel.providers._http import (
     HttpClient,
     Json,
     error_from_payload,
-    finish,
     parse_object,
-    read_error,
-    sse_events,
-    translating,
 )
 from keel.providers.base import UpstreamCall
 
@@ -61,16 +54,10 @@ class AnthropicUpstream:
 
     async def send(self, call: UpstreamCall) -> Json:
         body = self._request(call)
-        with translating:
-            async with asyncio.timeout(call.timeout):
-                response = await self._http.post(self._url, body)
-                try:
-                    if not 200 <= response.status < 300:
-                        raise await read_error(response, self._secret)
-                    raw = await response.read()
-                finally:
-                    finish(response)
-        return to_openai_response(parse_object(raw))
+        response = await self._http.post_json(
+            self._url, body, timeout=call.timeout, secret=self._secret
+        )
+        return to_openai_response(response)
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[Json]:
         """Yield OpenAI ``chat.completion.chunk`` dicts, ending with a usage chunk.
@@ -81,32 +68,24 @@ class AnthropicUpstream:
         body = self._request(call)
         body["stream"] = True  # a fresh dict, so setting a key is safe
         translator = StreamTranslator(model=call.model)
-        deadline = asyncio.get_running_loop().time() + call.timeout
-        with translating:
-            async with asyncio.timeout_at(deadline):
-                response = await self._http.post(self._url, body)
-            try:
-                if not 200 <= response.status < 300:
-                    async with asyncio.timeout_at(deadline):
-                        raise await read_error(response, self._secret)
-                events = sse_events(
-                    response, first_deadline=deadline, idle_timeout=call.idle_timeout
-                )
-                async with aclosing(events):
-                    async for event in events:
-                        data = orjson.loads(event.data)
-                        if not isinstance(data, dict):
-                            raise UpstreamProtocolError("upstream sent a non-object event")
-                        if event.event == "error" or data.get("type") == "error":
-                            raise error_from_payload(None, data, secret=self._secret)
-                        for chunk in translator.feed(data):
-                            yield chunk
-                        if translator.done:
-                            return
-                # A cut stream must never pass for a complete one.
-                raise UpstreamProtocolError("stream ended before message_stop")
-            finally:
-                finish(response)
+        events = self._http.post_events(
+            self._url,
+            body,
+            timeout=call.timeout,
+            idle_timeout=call.idle_timeout,
+            secret=self._secret,
+        )
+        async with aclosing(events):
+            async for event in events:
+                data = parse_object(event.data)
+                if event.event == "error" or data.get("type") == "error":
+                    raise error_from_payload(None, data, secret=self._secret)
+                for chunk in translator.feed(data):
+                    yield chunk
+                if translator.done:
+                    return
+        # A cut stream must never pass for a complete one.
+        raise UpstreamProtocolError("stream ended before message_stop")
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -7,11 +7,8 @@ usage is always requested, because Keel needs it to price the call.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-
-import orjson
 
 from keel.config import OpenAICompatProvider
 from keel.errors import InvalidRequest, UpstreamProtocolError
@@ -19,11 +16,7 @@ from keel.providers._http import (
     HttpClient,
     Json,
     error_from_payload,
-    finish,
     parse_object,
-    read_error,
-    sse_events,
-    translating,
 )
 from keel.providers.base import UpstreamCall
 
@@ -54,16 +47,7 @@ class OpenAICompatUpstream:
             body.pop("stream_options", None)
         else:
             url = self._embeddings_url
-        with translating:
-            async with asyncio.timeout(call.timeout):
-                response = await self._http.post(url, body)
-                try:
-                    if not 200 <= response.status < 300:
-                        raise await read_error(response, self._secret)
-                    raw = await response.read()
-                finally:
-                    finish(response)
-        return parse_object(raw)
+        return await self._http.post_json(url, body, timeout=call.timeout, secret=self._secret)
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[Json]:
         """Yield ``chat.completion.chunk`` dicts up to ``[DONE]``.
@@ -83,31 +67,23 @@ class OpenAICompatUpstream:
                 "include_usage": True,
             },
         }
-        deadline = asyncio.get_running_loop().time() + call.timeout
-        with translating:
-            async with asyncio.timeout_at(deadline):
-                response = await self._http.post(self._chat_url, body)
-            try:
-                if not 200 <= response.status < 300:
-                    async with asyncio.timeout_at(deadline):
-                        raise await read_error(response, self._secret)
-                events = sse_events(
-                    response, first_deadline=deadline, idle_timeout=call.idle_timeout
-                )
-                async with aclosing(events):
-                    async for event in events:
-                        if event.data == _DONE:
-                            return
-                        chunk = orjson.loads(event.data)
-                        if not isinstance(chunk, dict):
-                            raise UpstreamProtocolError("upstream sent a non-object chunk")
-                        if "error" in chunk:
-                            raise error_from_payload(None, chunk, secret=self._secret)
-                        yield chunk
-                # A cut stream must never pass for a complete one.
-                raise UpstreamProtocolError("stream ended before [DONE]")
-            finally:
-                finish(response)
+        events = self._http.post_events(
+            self._chat_url,
+            body,
+            timeout=call.timeout,
+            idle_timeout=call.idle_timeout,
+            secret=self._secret,
+        )
+        async with aclosing(events):
+            async for event in events:
+                if event.data == _DONE:
+                    return
+                chunk = parse_object(event.data)
+                if "error" in chunk:
+                    raise error_from_payload(None, chunk, secret=self._secret)
+                yield chunk
+        # A cut stream must never pass for a complete one.
+        raise UpstreamProtocolError("stream ended before [DONE]")
 
     async def aclose(self) -> None:
         await self._http.aclose()

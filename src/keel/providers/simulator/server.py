@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from keel.config import Outage, SimulatorProvider, _format_validation
+from keel.config import Outage, SimulatorProvider, format_validation
 from keel.errors import InvalidRequest
 from keel.providers.simulator import _anthropic, _openai
 from keel.providers.simulator.engine import Completion, Failure, Json, Outcome, SimulatorEngine
@@ -109,7 +109,8 @@ class _Handlers:
                     {"type": "http.response.start", "status": status, "headers": raw_headers}
                 )
                 await send({"type": "http.response.body", "body": content})
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, OSError):
+                # OSError: servers on ASGI spec 2.4+ report a gone client from send().
                 self.stats.end("cancelled")
                 raise
             self.stats.end(outcome)
@@ -134,7 +135,8 @@ class _Handlers:
                     buffer.append(data)
                 buffer.append(tail)
                 await send({"type": "http.response.body", "body": b"".join(buffer)})
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, OSError):
+                # OSError: servers on ASGI spec 2.4+ report a gone client from send().
                 self.stats.end("cancelled")
                 raise
             self.stats.end("completed")
@@ -259,7 +261,7 @@ class _Handlers:
                 raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
             outage = Outage.model_validate({"start_s": 0, **body})
         except ValidationError as error:
-            return _json(400, {"error": {"message": _format_validation(error)}})
+            return _json(400, {"error": {"message": format_validation(error)}})
         except ValueError as error:  # includes orjson.JSONDecodeError
             return _json(400, {"error": {"message": str(error)}})
         self.engine.start_outage(outage.duration_s, outage.status)

@@ -185,11 +185,7 @@ async def closed_loop(
             conn.transport.close()
 
     tasks = [asyncio.ensure_future(worker(c)) for c in conns]
-    _, pending = await asyncio.wait(tasks, timeout=duration + grace)
-    for task in pending:
-        task.cancel()
-    result.errors["timeout"] += len(pending)
-    await asyncio.gather(*pending, return_exceptions=True)
+    await _drain(tasks, duration + grace, result)
     return result
 
 
@@ -204,10 +200,9 @@ async def open_loop(
 ) -> Result:
     result = Result()
     idle: asyncio.Queue[Conn] = asyncio.Queue()
-    opened = 0
     for conn in await asyncio.gather(*(_open(host, port) for _ in range(8))):
         idle.put_nowait(conn)
-        opened += 1
+    opened = idle.qsize()
 
     async def one(scheduled: float) -> None:
         nonlocal opened
@@ -243,17 +238,24 @@ async def open_loop(
             sent += 1
         if sent < total:
             await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-    remaining = start + duration + grace - time.perf_counter()
-    _, pending = await asyncio.wait(tasks, timeout=max(0.1, remaining))
-    for task in pending:
-        task.cancel()
-    result.errors["timeout"] += len(pending)
-    await asyncio.gather(*pending, return_exceptions=True)
+    await _drain(tasks, start + duration + grace - time.perf_counter(), result)
     while not idle.empty():
         conn = idle.get_nowait()
         if conn.transport is not None:
             conn.transport.close()
     return result
+
+
+async def _drain(tasks: list[asyncio.Task[None]], timeout: float, result: Result) -> None:
+    """Give in-flight requests ``timeout`` seconds, then cancel them and count timeouts."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=max(0.1, timeout))
+    for task in pending:
+        task.cancel()
+    if pending:
+        result.errors["timeout"] += len(pending)
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -292,9 +294,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             host, port, payload, args.rate, args.duration, args.grace, args.max_connections
         )
     else:
-        result = await closed_loop(
-            host, port, payload, args.concurrency, args.duration, args.grace
-        )
+        result = await closed_loop(host, port, payload, args.concurrency, args.duration, args.grace)
     return summarize(result, args.duration)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,20 +53,16 @@ class Procs:
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         # Workers may outlive a master that exited first; the group id still names them.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def stop_all(self) -> None:
         for proc in reversed(self.started):
@@ -77,7 +74,8 @@ def http_ok(port: int, path: str, timeout: float = 0.5, *, any_status: bool = Fa
     """One GET on a fresh connection; True on a 2xx (on any answer with ``any_status``)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n".encode())
+            request = f"GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+            s.sendall(request.encode())
             head = s.recv(64)
     except OSError:
         return False

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import (  # noqa: E402
+from _procs import (
     BENCH,
     PYTHON,
     Procs,
@@ -132,8 +133,14 @@ def bench_json(number: int = 20_000) -> list[tuple[str, float, float]]:
         ("orjson", orjson.loads, orjson.dumps),
         ("json", json.loads, lambda v: json.dumps(v, separators=(",", ":")).encode()),
     ):
-        parse = min(timeit.repeat(lambda l=loads: l(request), number=number, repeat=5)) / number
-        write = min(timeit.repeat(lambda d=dumps: d(response), number=number, repeat=5)) / number
+        parse = (
+            min(timeit.repeat(lambda parse_fn=loads: parse_fn(request), number=number, repeat=5))
+            / number
+        )
+        write = (
+            min(timeit.repeat(lambda dump_fn=dumps: dump_fn(response), number=number, repeat=5))
+            / number
+        )
         rows.append((name, parse * 1e6, write * 1e6))
     return rows
 
@@ -193,7 +200,9 @@ def bench_clients(procs: Procs, total: int) -> list[tuple[str, int, float, float
     import uvloop
 
     port = free_port()
-    proc = procs.spawn("micro-upstream", [PYTHON, str(BENCH / "fixed_upstream.py"), "--port", str(port)])
+    proc = procs.spawn(
+        "micro-upstream", [PYTHON, str(BENCH / "fixed_upstream.py"), "--port", str(port)]
+    )
     wait_ready(proc, port, "/healthz", time.perf_counter(), 10)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     rows = []
@@ -322,6 +331,7 @@ def main() -> None:
             console.print(t)
     finally:
         procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import (  # noqa: E402
+from _procs import (
     BENCH,
     PYTHON,
     Procs,
@@ -45,8 +45,8 @@ from _procs import (  # noqa: E402
     wait_ready,
     workers_of,
 )
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
 DEFAULT_SCENARIOS = "c1,c16,c64,r100,r300,r500"
 QUICK_SCENARIOS = "c1,c64,r100,r300"
@@ -135,8 +135,7 @@ def start_keel(procs: Procs, tmp: Path, upstream: Target, workers: int) -> Targe
     config = tmp / "keel.yaml"
     config.write_text(KEEL_YAML.format(port=port, db=tmp / "keel.db", upstream=upstream.port))
     created = subprocess.run(
-        [*_keel_cli(), "keys", "create", "--tenant", "bench", "-c", str(config)]
-        + ["--format", "json"],
+        [*_keel_cli(), "keys", "create", "--tenant", "bench", "-c", str(config), "--format=json"],
         capture_output=True,
         text=True,
         check=True,
@@ -249,7 +248,7 @@ def results_table(scenarios: list[Scenario], direct: Target, gateways: list[Targ
 
 
 def overhead_table(scenarios: list[Scenario], direct: Target, gateways: list[Target]) -> Table:
-    table = Table(title="Added by the gateway (gateway − direct), CPU per request, errors")
+    table = Table(title="Added by the gateway (gateway minus direct), CPU per request, errors")
     table.add_column("scenario")
     for g in gateways:
         table.add_column(f"{g.name}\n+p50 ms", justify="right")

@@ -22,7 +22,7 @@ def gateway_config(tmp_path: Path, raw: dict[str, Any]) -> KeelConfig:
 @asynccontextmanager
 async def running(app: Any) -> AsyncIterator[Any]:
     """Run the app's lifespan and hand scope['state'] to requests, as a server would."""
-    async with app.router.lifespan_context(app) as state:
+    async with app.control.router.lifespan_context(app.control) as state:
 
         async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
             scope["state"] = dict(state)

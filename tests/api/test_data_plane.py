@@ -325,3 +325,37 @@ async def test_unknown_route_and_wrong_method(tmp_path: Path) -> None:
     assert wrong.status_code == 405 and error_of(wrong)["code"] == "method_not_allowed"
     assert health.json() == {"status": "ok"}
     assert ready.json()["status"] == "ready"
+
+
+async def test_metadata_stays_in_keel_and_user_goes_upstream(tmp_path: Path) -> None:
+    from keel.pipeline import RequestContext
+    from keel.pipeline.stages import Parse
+
+    class Recording:
+        def __init__(self) -> None:
+            self.bodies: list[dict[str, Any]] = []
+
+        async def send(self, call: Any) -> dict[str, Any]:
+            self.bodies.append(call.body)
+            return {"choices": [], "usage": {}}
+
+        def stream(self, call: Any) -> Any:
+            raise AssertionError("not streamed")
+
+        async def aclose(self) -> None:
+            pass
+
+    upstream = Recording()
+    body = {"model": "fast", "messages": HELLO, "user": "u-42", "metadata": {"feature": "search"}}
+    async with open_gateway(config(tmp_path), upstreams={"primary": upstream}) as gw:
+        response = await gw.chat(body)
+        bad = await gw.chat({**body, "metadata": {"feature": 3}})
+    assert response.status_code == 200
+    assert upstream.bodies == [{"model": "fast", "messages": HELLO, "user": "u-42"}]
+    assert bad.status_code == 400
+    assert error_of(bad)["param"] == "metadata.feature"
+
+    ctx = RequestContext("r", "chat", orjson.dumps(body), None)
+    await Parse()(ctx)
+    assert ctx.end_user == "u-42"
+    assert ctx.metadata == {"feature": "search"}

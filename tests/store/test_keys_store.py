@@ -214,6 +214,17 @@ def test_upgrade_is_idempotent(engine: sa.Engine, store: KeyStore) -> None:
     assert store.resolve(key) == record
 
 
+def test_schema_head_constant_matches_the_migration_scripts() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from keel.store import db
+
+    config = Config()
+    config.set_main_option("script_location", str(db._MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == db.SCHEMA_HEAD
+
+
 def test_a_database_from_a_newer_keel_is_refused(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))

@@ -5,6 +5,6 @@ of ``KeelError`` to OpenAI error bodies. Calls into ``pipeline`` and the
 domain packages; nothing imports ``api``.
 """
 
-from keel.api.app import AppState, create_app
+from keel.api.app import AppState, KeelApp, create_app
 
-__all__ = ["AppState", "create_app"]
+__all__ = ["AppState", "KeelApp", "create_app"]

@@ -68,7 +68,11 @@ class DataPlaneEndpoint:
             return
         except Exception:
             watch.stop()
-            raise
+            log.exception("unexpected error serving %s", scope["path"])
+            await send_error(
+                send, KeelError("internal error in Keel; see the gateway log"), headers
+            )
+            return
         if ctx.opened is not None:
             await _stream(ctx, watch, send, headers)
             return

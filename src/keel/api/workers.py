@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 
-from starlette.applications import Starlette
-
-from keel.api.app import create_app
+from keel.api.app import KeelApp, create_app
 from keel.config import load_config
 
 
-def app() -> Starlette:
+def app() -> KeelApp:
     # `keel serve` validated this file and exported its path before forking.
     return create_app(load_config(os.environ["KEEL_CONFIG"]))

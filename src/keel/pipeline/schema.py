@@ -61,8 +61,8 @@ T = TypeVar("T")
 _CHAT = TypeAdapter(ChatRequest)
 _EMBEDDINGS = TypeAdapter(EmbeddingsRequest)
 
-# Keel's own request fields, consumed here and never forwarded upstream.
-KEEL_FIELDS = ("metadata",)
+# Keel's own request field, consumed here and never forwarded upstream.
+KEEL_FIELD = "metadata"
 
 
 def validate_chat(body: dict[str, Any]) -> ChatRequest:

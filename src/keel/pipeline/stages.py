@@ -8,7 +8,7 @@ import orjson
 
 from keel.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from keel.pipeline.context import RequestContext
-from keel.pipeline.schema import KEEL_FIELDS, validate_chat, validate_embeddings
+from keel.pipeline.schema import KEEL_FIELD, validate_chat, validate_embeddings
 from keel.routing import Router
 from keel.store import KeyRecord, KeyResolver
 
@@ -43,8 +43,8 @@ class Parse:
             ctx.end_user, metadata = embeddings.user, embeddings.metadata
         ctx.metadata = dict(metadata or {})
         ctx.body = body
-        if any(field in body for field in KEEL_FIELDS):
-            ctx.upstream_body = {k: v for k, v in body.items() if k not in KEEL_FIELDS}
+        if KEEL_FIELD in body:
+            ctx.upstream_body = {k: v for k, v in body.items() if k != KEEL_FIELD}
         else:
             ctx.upstream_body = body
 

@@ -70,6 +70,11 @@ class HttpClient:
                 connector=connector,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
+                # An API proxy keeps no cookies, and asking for identity encoding
+                # spares a decompression pass on every answer.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("Accept-Encoding",),
+                auto_decompress=False,
             )
             self._session = session
         return session

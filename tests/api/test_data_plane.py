@@ -359,3 +359,21 @@ async def test_metadata_stays_in_keel_and_user_goes_upstream(tmp_path: Path) -> 
     await Parse()(ctx)
     assert ctx.end_user == "u-42"
     assert ctx.metadata == {"feature": "search"}
+
+
+async def test_a_bug_in_keel_is_a_500_in_the_openai_shape(tmp_path: Path) -> None:
+    class Broken:
+        async def send(self, call: Any) -> dict[str, Any]:
+            raise RuntimeError("boom")
+
+        def stream(self, call: Any) -> Any:
+            raise RuntimeError("boom")
+
+        async def aclose(self) -> None:
+            pass
+
+    async with open_gateway(config(tmp_path), upstreams={"primary": Broken()}) as gw:
+        response = await gw.chat({"model": "fast", "messages": HELLO})
+    assert response.status_code == 500
+    assert error_of(response)["code"] == "keel_internal_error"
+    assert "boom" not in response.text

@@ -85,14 +85,20 @@ def http_ok(port: int, path: str, timeout: float = 0.5, *, any_status: bool = Fa
 
 
 def wait_ready(
-    proc: subprocess.Popen[bytes], port: int, path: str, started: float, limit: float
+    proc: subprocess.Popen[bytes],
+    port: int,
+    path: str,
+    started: float,
+    limit: float,
+    *,
+    any_status: bool = False,
 ) -> float:
-    """Seconds from ``started`` (spawn) to the first 2xx on ``path``; raises after ``limit``."""
+    """Seconds from ``started`` (spawn) to the first 2xx (or any answer) on ``path``."""
     deadline = started + limit
     while time.perf_counter() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before it was ready")
-        if http_ok(port, path):
+        if http_ok(port, path, any_status=any_status):
             return time.perf_counter() - started
         time.sleep(0.005)
     raise RuntimeError(f"not ready on :{port}{path} within {limit:g}s")

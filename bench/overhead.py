@@ -153,6 +153,23 @@ def start_keel(procs: Procs, tmp: Path, upstream: Target, workers: int) -> Targe
     return Target("keel", port, "/v1/chat/completions", key=key, pid=proc.pid, ready_s=ready)
 
 
+def start_floor(procs: Procs, upstream: Target) -> Target:
+    """The cheapest pass-through our libraries allow (``micro.passthrough_app``).
+
+    Measured beside Keel so the machine's own cost of one extra hop (process
+    wake-ups, loopback) is visible: what Keel adds beyond the floor is Keel's.
+    """
+    port = free_port()
+    cmd = [PYTHON, "-m", "uvicorn", "micro:passthrough_app", "--app-dir", str(BENCH)]
+    cmd += ["--port", str(port), "--http", "httptools", "--loop", "uvloop"]
+    cmd += ["--log-level", "warning", "--no-access-log", "--lifespan", "off"]
+    env = {"BENCH_UPSTREAM": f"http://127.0.0.1:{upstream.port}/v1/chat/completions"}
+    started = time.perf_counter()
+    proc = procs.spawn("floor", cmd, env)
+    ready = wait_ready(proc, port, "/healthz", started, 30, any_status=True)
+    return Target("floor", port, "/v1/chat/completions", pid=proc.pid, ready_s=ready)
+
+
 LITELLM_YAML = """\
 model_list:
   - model_name: bench
@@ -359,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         direct = start_upstream(procs)
         keel = start_keel(procs, tmp, direct, args.workers)
-        gateways = [keel]
+        gateways = [keel, start_floor(procs, direct)]
         python = None if args.no_litellm else litellm_python(args.litellm_python)
         if python is not None:
             gateways.append(start_litellm(procs, tmp, direct, python))

@@ -31,7 +31,7 @@ def problem(raw: object) -> str:
 
 def test_quickstart_config_is_valid() -> None:
     config = load_config(Path(__file__).parents[1] / "examples/quickstart/keel.yaml")
-    assert config.alias("fast") is not None
+    assert [m.alias for m in config.models][:2] == ["fast", "smart"]
 
 
 def test_unknown_fallback_alias_names_the_path() -> None:

@@ -110,7 +110,8 @@ class OpenAICompatProvider(Strict):
     kind: Literal["openai_compat"]
     base_url: str
     api_key: SecretStr | None = None
-    headers: dict[str, str] = {}
+    # Secret because custom auth headers (Azure's api-key, gateway tokens) live here.
+    headers: dict[str, SecretStr] = {}
     max_connections: Annotated[int, Field(gt=0)] = 512
 
 
@@ -177,20 +178,31 @@ class KeelConfig(Strict):
     models: Annotated[list[ModelAlias], Field(min_length=1)]
     routing: RoutingConfig = RoutingConfig()
 
-    def alias(self, name: str) -> ModelAlias | None:
-        for model in self.models:
-            if model.alias == name:
-                return model
-        return None
-
 
 # --- loading ----------------------------------------------------------------
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
+# `keel serve --workers N` hands the validated file's path to its workers here.
+CONFIG_PATH_ENV = "KEEL_CONFIG"
+
+
 def load_config(path: str | Path) -> KeelConfig:
     """Read, interpolate and validate ``path``; raise ``ConfigError`` naming the field."""
+    return parse_config(read_yaml(path), source=str(path), environ=os.environ)
+
+
+def load_config_from_env() -> KeelConfig:
+    """The config a ``keel serve`` parent process named in ``KEEL_CONFIG``."""
+    path = os.environ.get(CONFIG_PATH_ENV)
+    if not path:
+        raise ConfigError(f"{CONFIG_PATH_ENV} is not set; start workers with `keel serve`")
+    return load_config(path)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (empty file: empty mapping)."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -200,7 +212,11 @@ def load_config(path: str | Path) -> KeelConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", source=source) from exc
-    return parse_config(raw, source=source, environ=os.environ)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping at the top level", source=source)
+    return raw
 
 
 def parse_config(raw: Any, *, source: str = "<config>", environ: Any = None) -> KeelConfig:
@@ -304,4 +320,16 @@ def _cross_check(config: KeelConfig) -> list[str]:
                 )
             elif target.alias == model.alias:
                 problems.append(f"{where}.context_fallback: an alias cannot fall back to itself")
+            elif target.kind != model.kind:
+                problems.append(
+                    f'{where}.context_fallback: alias "{target.alias}" serves {target.kind},'
+                    f" not {model.kind}"
+                )
+        names: set[str] = set()
+        for j, deployment in enumerate(model.deployments):
+            if deployment.name in names:
+                problems.append(
+                    f'{where}.deployments[{j}]: "{deployment.name}" is listed twice in this alias'
+                )
+            names.add(deployment.name)
     return problems

@@ -20,6 +20,7 @@ error bodies and ``cli`` maps it to exit codes, each in one place::
     │   ├── UpstreamRejected           the upstream refused the request (4xx)
     │   │   └── ContextWindowExceeded  400 context_length_exceeded
     │   ├── UpstreamAuthError          502 the upstream refused Keel's credentials
+    │   ├── UpstreamNotFound           502 the upstream has no such model or route
     │   ├── UpstreamRateLimited        429, retryable, may carry Retry-After
     │   ├── UpstreamUnavailable        5xx, retryable
     │   ├── UpstreamTimeout            attempt or stream idle timeout, retryable
@@ -174,6 +175,12 @@ class UpstreamAuthError(ProviderError):
     """401/403 from the upstream: the deployment's key is wrong, not the caller's."""
 
     code = "upstream_auth_error"
+
+
+class UpstreamNotFound(ProviderError):
+    """404 from the upstream: a wrong model name or base URL in keel.yaml, not the caller's."""
+
+    code = "upstream_not_found"
 
 
 class UpstreamRateLimited(ProviderError):

@@ -86,7 +86,7 @@ BODY: Json = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def send(router: Router, config: KeelConfig, name: str = "a") -> Any:
-    target = config.alias(name)
+    target = router.alias(name)
     assert target is not None
     return await router.send(target, "chat", BODY, deadline=router.deadline_for(target))
 
@@ -166,7 +166,7 @@ async def test_context_precheck_skips_a_small_deployment() -> None:
     ]
     router, upstream, _, config = make(models, {})
     long_body = {"model": "a", "messages": [{"role": "user", "content": "x" * 400}]}
-    target = config.alias("a")
+    target = router.alias("a")
     assert target is not None
     result = await router.send(target, "chat", long_body, deadline=router.deadline_for(target))
     assert result.alias == "big"
@@ -250,7 +250,7 @@ async def test_stream_failure_before_content_is_retried() -> None:
         [alias("a", "m1", retries=0, fallbacks=["b"]), alias("b", "m2")],
         {"m1": [UpstreamUnavailable("down")]},
     )
-    target = config.alias("a")
+    target = router.alias("a")
     assert target is not None
     opened = await router.open_stream(target, BODY, deadline=router.deadline_for(target))
     chunks = [c async for c in opened.chunks()]

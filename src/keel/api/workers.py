@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from keel.api.app import KeelApp, create_app
-from keel.config import load_config
+from keel.config import load_config_from_env
 
 
 def app() -> KeelApp:
-    # `keel serve` validated this file and exported its path before forking.
-    return create_app(load_config(os.environ["KEEL_CONFIG"]))
+    # `keel serve` validated the file and named it in the environment before forking.
+    return create_app(load_config_from_env())

@@ -39,7 +39,7 @@ def serve(
     """Run the OpenAI-compatible gateway described by keel.yaml."""
     import uvicorn
 
-    from keel.config import load_config
+    from keel.config import CONFIG_PATH_ENV, load_config
     from keel.store import make_engine, upgrade
 
     config = load_config(config_path)
@@ -70,7 +70,7 @@ def serve(
 
         uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
     else:
-        os.environ["KEEL_CONFIG"] = str(Path(config_path).resolve())
+        os.environ[CONFIG_PATH_ENV] = str(Path(config_path).resolve())
         uvicorn.run(
             "keel.api.workers:app",
             factory=True,

@@ -13,27 +13,20 @@ if TYPE_CHECKING:
 def _load(path: str | None, seed: int | None, fast: bool) -> SimulatorProvider:
     """The simulator config from ``path`` (a provider block; ``kind`` optional)."""
     import os
-    from pathlib import Path
-
-    import yaml
     from pydantic import ValidationError
 
-    from keel.config import Delay, SimulatorProvider, format_validation, interpolate_env
+    from keel.config import (
+        Delay,
+        SimulatorProvider,
+        format_validation,
+        interpolate_env,
+        read_yaml,
+    )
     from keel.errors import ConfigError
 
-    raw: Any = {}
+    raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config: {exc.strerror}", source=path) from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"not valid YAML: {exc}", source=path) from exc
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError("expected a mapping at the top level", source=path)
-        raw = interpolate_env(raw, (), os.environ, path)
+        raw = interpolate_env(read_yaml(path), (), os.environ, path)
     try:
         config = SimulatorProvider.model_validate({"kind": "simulator", **raw})
     except ValidationError as exc:

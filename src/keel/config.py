@@ -286,6 +286,7 @@ def format_validation(exc: ValidationError) -> str:
 
 
 def _cross_check(config: KeelConfig) -> list[str]:
+    """What one field cannot know alone: names that must refer to each other."""
     problems: list[str] = []
     aliases = {m.alias: m for m in config.models}
     seen: set[str] = set()
@@ -294,42 +295,43 @@ def _cross_check(config: KeelConfig) -> list[str]:
         if model.alias in seen:
             problems.append(f'{where}.alias: duplicate alias "{model.alias}"')
         seen.add(model.alias)
-        for j, deployment in enumerate(model.deployments):
-            if deployment.provider not in config.providers:
-                known = ", ".join(sorted(config.providers)) or "none defined"
-                problems.append(
-                    f'{where}.deployments[{j}].provider: unknown provider "{deployment.provider}"'
-                    f" (known: {known})"
-                )
+        problems += _check_deployments(where, model, config.providers)
         for j, fallback in enumerate(model.fallbacks):
-            target = aliases.get(fallback)
-            if target is None:
-                problems.append(f'{where}.fallbacks[{j}]: unknown alias "{fallback}"')
-            elif fallback == model.alias:
-                problems.append(f"{where}.fallbacks[{j}]: an alias cannot fall back to itself")
-            elif target.kind != model.kind:
-                problems.append(
-                    f'{where}.fallbacks[{j}]: alias "{fallback}" serves {target.kind},'
-                    f" not {model.kind}"
-                )
+            problems += _check_target(f"{where}.fallbacks[{j}]", model, fallback, aliases)
         if model.context_fallback is not None:
-            target = aliases.get(model.context_fallback)
-            if target is None:
-                problems.append(
-                    f'{where}.context_fallback: unknown alias "{model.context_fallback}"'
-                )
-            elif target.alias == model.alias:
-                problems.append(f"{where}.context_fallback: an alias cannot fall back to itself")
-            elif target.kind != model.kind:
-                problems.append(
-                    f'{where}.context_fallback: alias "{target.alias}" serves {target.kind},'
-                    f" not {model.kind}"
-                )
-        names: set[str] = set()
-        for j, deployment in enumerate(model.deployments):
-            if deployment.name in names:
-                problems.append(
-                    f'{where}.deployments[{j}]: "{deployment.name}" is listed twice in this alias'
-                )
-            names.add(deployment.name)
+            problems += _check_target(
+                f"{where}.context_fallback", model, model.context_fallback, aliases
+            )
     return problems
+
+
+def _check_deployments(where: str, model: ModelAlias, providers: dict[str, Any]) -> list[str]:
+    problems = []
+    names: set[str] = set()
+    for j, deployment in enumerate(model.deployments):
+        if deployment.provider not in providers:
+            known = ", ".join(sorted(providers)) or "none defined"
+            problems.append(
+                f'{where}.deployments[{j}].provider: unknown provider "{deployment.provider}"'
+                f" (known: {known})"
+            )
+        if deployment.name in names:
+            problems.append(
+                f'{where}.deployments[{j}]: "{deployment.name}" is listed twice in this alias'
+            )
+        names.add(deployment.name)
+    return problems
+
+
+def _check_target(
+    where: str, model: ModelAlias, name: str, aliases: dict[str, ModelAlias]
+) -> list[str]:
+    """A fallback must name another alias serving the same kind of request."""
+    target = aliases.get(name)
+    if target is None:
+        return [f'{where}: unknown alias "{name}"']
+    if target.alias == model.alias:
+        return [f"{where}: an alias cannot fall back to itself"]
+    if target.kind != model.kind:
+        return [f'{where}: alias "{name}" serves {target.kind}, not {model.kind}']
+    return []

@@ -3,8 +3,9 @@
 Every failure Keel reports is a ``KeelError``. Each class carries the HTTP
 status, a stable ``code``, the OpenAI error ``type`` clients expect, the fault
 domain used for telemetry (``caller`` / ``policy`` / ``provider`` / ``keel``)
-and whether trying again might help. ``api.errors`` maps the tree to OpenAI
-error bodies and ``cli`` maps it to exit codes, each in one place::
+and whether trying again might help. ``keel.api.errors`` maps the tree to
+OpenAI error bodies and ``keel.cli._base`` maps it to exit codes, each in one
+place::
 
     KeelError                          500 keel_internal_error
     ├── ConfigError                    bad keel.yaml (CLI exit 2)
@@ -287,13 +288,23 @@ class DeadlineExceeded(RoutingError):
 class StoreError(KeelError):
     """The database could not be reached, migrated or queried.
 
-    Messages name the database with its password redacted and never carry a key.
+    ``message`` is the operator's detail: what failed, on which database
+    (password redacted) and the driver's words, e.g. ``no such table``. It is
+    for logs and the CLI, never for clients, since it maps the deployment for
+    anyone probing it; it never carries a key. Clients get ``CLIENT_MESSAGE``,
+    one fixed sentence, which is what :meth:`body` sends.
     """
 
     status = 503
     code = "store_unavailable"
     openai_type = "api_error"
     retryable = True
+    CLIENT_MESSAGE: ClassVar[str] = "the key store is unavailable"
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["message"] = self.CLIENT_MESSAGE
+        return body
 
 
 def http_status(error: KeelError) -> int:
@@ -301,9 +312,3 @@ def http_status(error: KeelError) -> int:
     if isinstance(error, UpstreamRejected):
         return error.http_status
     return error.status
-
-
-def retry_after_header(error: KeelError) -> dict[str, str]:
-    if isinstance(error, ProviderError) and error.retry_after is not None:
-        return {"retry-after": str(max(1, round(error.retry_after)))}
-    return {}

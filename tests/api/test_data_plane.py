@@ -80,6 +80,8 @@ async def test_streaming(tmp_path: Path, include_usage: bool) -> None:
     assert text
     usage_chunks = [c for c in chunks if c.get("usage") and not c["choices"]]
     assert len(usage_chunks) == (1 if include_usage else 0)
+    if not include_usage:
+        assert not any("usage" in c for c in chunks)
 
 
 async def test_malformed_json_is_400(tmp_path: Path) -> None:
@@ -99,6 +101,8 @@ async def test_malformed_json_is_400(tmp_path: Path) -> None:
         ({"model": "fast", "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"model": "fast", "messages": HELLO, "temperature": "hot"}, "temperature"),
         ({"model": "fast", "messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"model": "fast", "messages": HELLO, "max_tokens": "10"}, "max_tokens"),
+        ({"model": "fast", "messages": HELLO, "stream": "yes"}, "stream"),
         ({"messages": HELLO}, "model"),
     ],
 )
@@ -225,7 +229,10 @@ async def test_deadline_is_504(tmp_path: Path) -> None:
             "retries": 5,
         }
     ]
-    async with open_gateway(config(tmp_path, providers, models=models)) as gw:
+    cfg = config(tmp_path, providers, models=models)
+    # No backoff: the attempts themselves run the clock out.
+    cfg = cfg.model_copy(update={"routing": cfg.routing.model_copy(update={"backoff_base_s": 0})})
+    async with open_gateway(cfg) as gw:
         response = await gw.chat({"model": "fast", "messages": HELLO})
     assert response.status_code == 504
     assert error_of(response)["code"] == "deadline_exceeded"
@@ -377,3 +384,27 @@ async def test_a_bug_in_keel_is_a_500_in_the_openai_shape(tmp_path: Path) -> Non
     assert response.status_code == 500
     assert error_of(response)["code"] == "keel_internal_error"
     assert "boom" not in response.text
+
+
+async def test_a_broken_store_is_a_503_that_names_no_database(tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from keel.errors import StoreError
+    from keel.store import make_engine
+
+    cfg = config(tmp_path)
+    async with open_gateway(cfg) as gw:
+        engine = make_engine(cfg.database_url)
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE api_keys"))
+        engine.dispose()
+        response = await gw.client.post(
+            "/v1/chat/completions",
+            json={"model": "fast", "messages": HELLO},
+            headers={"authorization": "Bearer sk-keel-" + "x" * 43},
+        )
+    assert response.status_code == 503
+    error = error_of(response)
+    assert error["code"] == "store_unavailable"
+    assert error["message"] == StoreError.CLIENT_MESSAGE
+    assert "keel.db" not in response.text and "api_keys" not in response.text

@@ -63,7 +63,11 @@ def cfg(tmp_path: Path) -> Any:
 
 
 async def call_then_disconnect(
-    asgi: Any, key: str, body: dict[str, Any], disconnect_when: asyncio.Event
+    asgi: Any,
+    key: str,
+    body: dict[str, Any],
+    disconnect_when: asyncio.Event,
+    on_send: Any = None,
 ) -> list[dict[str, Any]]:
     """Drive the ASGI app like a server whose client hangs up once ``disconnect_when`` is set."""
     raw = orjson.dumps(body)
@@ -78,6 +82,8 @@ async def call_then_disconnect(
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if on_send is not None:
+            on_send(message)
 
     scope = {
         "type": "http",
@@ -117,18 +123,20 @@ async def test_disconnect_cancels_a_non_streaming_call(tmp_path: Path) -> None:
 
 async def test_disconnect_cancels_a_stream(tmp_path: Path) -> None:
     sim = slow_sim(default_answer=" ".join(["word"] * 200))
-    watched = Watched(sim)
-    first_chunk = asyncio.Event()
-    async with open_gateway(cfg(tmp_path), upstreams={"sim": watched}) as gw:
+    content_sent = asyncio.Event()
+
+    def note(message: dict[str, Any]) -> None:
+        if b'"content":"word' in message.get("body", b""):
+            content_sent.set()  # the answer has started reaching the client
+
+    async with open_gateway(cfg(tmp_path), upstreams={"sim": sim}) as gw:
         body = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-        task = asyncio.ensure_future(call_then_disconnect(gw.asgi, gw.key, body, first_chunk))
-        # The answer starts streaming (200 + first content), then the client leaves.
-        await watched.started.wait()
-        first_chunk.set()
-        sent = await task
+        sent = await call_then_disconnect(gw.asgi, gw.key, body, content_sent, note)
     assert sent[0]["status"] == 200
+    assert content_sent.is_set()
     assert not any(m.get("body", b"").endswith(b"[DONE]\n\n") for m in sent)
     assert sim.stats.cancelled == 1
+    assert sim.stats.completed == 0
 
 
 async def test_a_stream_cut_after_content_ends_with_an_error_event(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """A fake external provider: a tiny aiohttp server on loopback.
 
-Each test installs a handler; the server records every request and whether
-the client went away before the handler finished (``disconnected``).
+Each test installs a handler; the server records every request (with the
+client's address, so tests can tell a reused connection from a new one) and
+whether the client went away before the handler finished (``disconnected``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: Any
+    peer: Any  # the client's (host, port): the same on a reused connection
 
 
 @dataclass
@@ -37,8 +39,9 @@ class FakeUpstream:
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(
-            Recorded(request.path, dict(request.headers), orjson.loads(raw) if raw else None)
+            Recorded(request.path, dict(request.headers), orjson.loads(raw) if raw else None, peer)
         )
         assert self.handler is not None, "the test did not install a handler"
         try:
@@ -65,8 +68,14 @@ class FakeUpstream:
 
         self.handler = handler
 
-    def reply_sse(self, chunks: Iterable[bytes], *, then: str = "end") -> None:
-        """Stream ``chunks``; then ``"end"`` cleanly, ``"cut"`` the socket, or ``"hang"``."""
+    def reply_sse(
+        self, chunks: Iterable[bytes], *, then: str = "end", end_after: float = 0.0
+    ) -> None:
+        """Stream ``chunks``; then ``"end"`` cleanly, ``"cut"`` the socket, or ``"hang"``.
+
+        ``end_after`` pauses before ending the body, so its end arrives in a
+        separate read, after the last event (as it often does from real servers).
+        """
         chunks = list(chunks)
 
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -80,6 +89,8 @@ class FakeUpstream:
                 return response
             if then == "hang":
                 await self.release.wait()
+            if end_after:
+                await asyncio.sleep(end_after)
             await response.write_eof()
             return response
 

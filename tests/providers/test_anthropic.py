@@ -208,3 +208,13 @@ async def test_stream_close_cancels_upstream(
     assert (await anext(stream))["choices"][0]["delta"]["role"] == "assistant"
     await stream.aclose()
     await asyncio.wait_for(fake.disconnected.wait(), timeout=5)
+
+
+async def test_a_finished_stream_returns_its_connection_to_the_pool(
+    fake: FakeUpstream, upstream: AnthropicUpstream
+) -> None:
+    # The end of the chunked body comes in its own write, after message_stop.
+    fake.reply_sse(events(fake, START, TEXT_START, text("a"), *END), end_after=0.05)
+    for _ in range(3):
+        assert (await collect(upstream, chat()))[-1]["choices"] == []
+    assert len({request.peer for request in fake.requests}) == 1

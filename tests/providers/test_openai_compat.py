@@ -1,5 +1,4 @@
-"""The openai_compat adapter against a fake OpenAI server, plus the shared
-HTTP plumbing (SSE decoding, the error table) and the provider registry."""
+"""The openai_compat adapter against a fake OpenAI server, and the provider registry."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ import sys
 import types
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,14 +19,14 @@ from keel.errors import (
     InvalidRequest,
     UpstreamAuthError,
     UpstreamConnectError,
+    UpstreamNotFound,
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from keel.providers import UpstreamCall, build_upstream, register_provider
-from keel.providers._http import SSEDecoder, SSEEvent, error_from_status, parse_retry_after
+from keel.providers import UpstreamCall, _http, build_upstream, register_provider
 from keel.providers.anthropic import AnthropicUpstream
 from keel.providers.openai_compat import OpenAICompatUpstream
 
@@ -70,7 +67,7 @@ async def upstream(fake: FakeUpstream) -> AsyncIterator[OpenAICompatUpstream]:
         kind="openai_compat",
         base_url=fake.url + "/v1/",
         api_key=SecretStr(KEY),
-        headers={"x-org": "acme"},
+        headers={"x-org": SecretStr("acme")},
     )
     adapter = OpenAICompatUpstream(config, name="oai")
     yield adapter
@@ -138,6 +135,7 @@ async def test_connection_pool_is_reused_across_calls(
             None,
         ),
         (403, {}, {}, UpstreamAuthError, None),
+        (404, {"error": {"message": "no model gpt-x"}}, {}, UpstreamNotFound, None),
         (408, {}, {}, UpstreamTimeout, None),
         (429, {"error": {"message": "slow down"}}, {"retry-after": "7"}, UpstreamRateLimited, 7.0),
         (429, {}, {"retry-after-ms": "1500", "retry-after": "9"}, UpstreamRateLimited, 1.5),
@@ -332,63 +330,90 @@ async def test_cancelling_the_consumer_cancels_the_upstream_request(
     await asyncio.wait_for(fake.disconnected.wait(), timeout=5)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"choices": [null]}',
+        b'{"choices": {"0": {"delta": {}}}}',
+        b'{"choices": [{"index": 0, "delta": "hi"}]}',
+        b'{"choices": [], "usage": 12}',
+        b"[1, 2]",
+        b'"chunk"',
+    ],
+)
+async def test_a_malformed_chunk_is_a_protocol_error(
+    fake: FakeUpstream, upstream: OpenAICompatUpstream, data: bytes
+) -> None:
+    fake.reply_sse([fake.sse(chunk("a")), fake.sse(data), b"data: [DONE]\n\n"])
+    with pytest.raises(UpstreamProtocolError):
+        await collect(upstream, chat())
+
+
+async def test_a_finished_stream_returns_its_connection_to_the_pool(
+    fake: FakeUpstream, upstream: OpenAICompatUpstream
+) -> None:
+    # The end of the chunked body comes in its own write, after [DONE].
+    fake.reply_sse([fake.sse(chunk("a")), b"data: [DONE]\n\n"], end_after=0.05)
+    for _ in range(3):
+        assert len(await collect(upstream, chat())) == 1
+    assert len({request.peer for request in fake.requests}) == 1
+
+
+async def test_a_server_lingering_after_done_costs_at_most_the_drain_bound(
+    fake: FakeUpstream, upstream: OpenAICompatUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "DRAIN_S", 0.1)
+    fake.reply_sse([fake.sse(chunk("a")), b"data: [DONE]\n\n"], then="hang")
+    chunks = await asyncio.wait_for(collect(upstream, chat()), timeout=2)
+    assert len(chunks) == 1
+    await asyncio.wait_for(fake.disconnected.wait(), timeout=5)  # dropped, not pooled
+
+
+async def test_cancelling_while_draining_drops_the_connection_at_once(
+    fake: FakeUpstream, upstream: OpenAICompatUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http, "DRAIN_S", 60.0)
+    fake.reply_sse([b"data: [DONE]\n\n"], then="hang")
+    task = asyncio.create_task(collect(upstream, chat()))
+    await asyncio.sleep(0.2)  # [DONE] has arrived; the adapter waits for the body's end
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=1)
+    await asyncio.wait_for(fake.disconnected.wait(), timeout=5)
+
+
+async def test_secret_header_values_are_redacted_from_upstream_errors(
+    fake: FakeUpstream,
+) -> None:
+    token = "azure-token-9f8e7d6c"
+    config = OpenAICompatProvider(
+        kind="openai_compat",
+        base_url=fake.url,
+        api_key=SecretStr(KEY),
+        headers={"api-key": SecretStr(token)},
+    )
+    adapter = OpenAICompatUpstream(config, name="azure")
+    echo = f"bad headers: api-key={token} authorization=Bearer {KEY}"
+    try:
+        fake.reply_json({"error": {"message": echo}}, status=400)
+        with pytest.raises(UpstreamRejected) as rejected:
+            await adapter.send(chat())
+        assert fake.last.headers["api-key"] == token  # sent as the plain value
+        fake.reply_sse([fake.sse({"error": {"message": echo, "type": "server_error"}})])
+        with pytest.raises(UpstreamUnavailable) as unavailable:
+            await collect(adapter, chat())
+    finally:
+        await adapter.aclose()
+    for error in (rejected.value, unavailable.value):
+        assert token not in error.message and KEY not in error.message
+        assert "api-key=***" in error.message
+
+
 async def test_embeddings_cannot_stream(upstream: OpenAICompatUpstream) -> None:
     call = UpstreamCall("embeddings", "e", {"input": "a"}, timeout=1)
     with pytest.raises(InvalidRequest):
         await anext(upstream.stream(call))
-
-
-# --- SSE decoding -----------------------------------------------------------
-
-
-def decode(*chunks: bytes) -> list[SSEEvent]:
-    decoder = SSEDecoder()
-    return [event for chunk in chunks for event in decoder.feed(chunk)]
-
-
-def test_sse_handles_crlf_split_across_chunks() -> None:
-    assert decode(b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n") == [
-        SSEEvent("message", b"a"),
-        SSEEvent("message", b"b"),
-    ]
-
-
-def test_sse_named_events_multiline_data_and_comments() -> None:
-    events = decode(b"\xef\xbb\xbf: hi\nevent: ping\ndata: x\ndata:y\n\n", b"data\n\n")
-    assert events == [SSEEvent("ping", b"x\ny")]
-
-
-def test_sse_bare_cr_line_ends_and_partial_lines() -> None:
-    assert decode(b"da", b'ta: {"a"', b": 1}\r\r") == [SSEEvent("message", b'{"a": 1}')]
-
-
-def test_sse_incomplete_event_is_not_dispatched() -> None:
-    assert decode(b"data: half") == []
-    assert decode(b"data: no blank line\n") == []
-
-
-# --- the error table --------------------------------------------------------
-
-
-def test_retry_after_http_date() -> None:
-    now = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
-    header = format_datetime(datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC), usegmt=True)
-    assert parse_retry_after({"retry-after": header}, now=now) == 30.0
-    assert parse_retry_after({"retry-after": "soon"}) is None
-    assert parse_retry_after({}) is None
-
-
-def test_auth_error_message_never_contains_the_key() -> None:
-    body = b'{"error": {"message": "bad key sk-test-0123456789abcdef"}}'
-    error = error_from_status(401, {}, body, secret=KEY)
-    assert KEY not in error.message
-
-
-def test_rejected_message_is_redacted_if_upstream_echoes_the_key() -> None:
-    body = b'{"error": {"message": "bad header sk-test-0123456789abcdef"}}'
-    error = error_from_status(400, {}, body, secret=KEY)
-    assert isinstance(error, UpstreamRejected)
-    assert KEY not in error.message
 
 
 # --- registry ---------------------------------------------------------------

@@ -21,7 +21,7 @@ from keel.errors import (
     UpstreamUnavailable,
 )
 from keel.providers.base import Json, UpstreamCall
-from keel.routing import Router
+from keel.routing import Admission, Router
 
 Outcome = ProviderError | str
 
@@ -164,7 +164,7 @@ async def test_context_precheck_skips_a_small_deployment() -> None:
         },
         alias("big", "m3"),
     ]
-    router, upstream, _, config = make(models, {})
+    router, upstream, _, _config = make(models, {})
     long_body = {"model": "a", "messages": [{"role": "user", "content": "x" * 400}]}
     target = router.alias("a")
     assert target is not None
@@ -219,13 +219,115 @@ async def test_breaker_recovers_through_a_probe() -> None:
 
 
 async def test_deadline_passed_is_504() -> None:
-    router, _, _, config = make(
-        [alias("a", "m1", retries=5, deadline_s=1.0)],
-        {"m1": [UpstreamRateLimited("wait", retry_after=0.6)]},
+    router, upstream, clock, config = make(
+        [alias("a", "m1", retries=5, timeout_s=0.4, deadline_s=1.0)], {}
     )
+
+    async def hang(call: UpstreamCall) -> Json:
+        clock.now += call.timeout  # the upstream never answers within the attempt
+        raise UpstreamTimeout("slow")
+
+    upstream.send = hang  # type: ignore[method-assign]
     with pytest.raises(DeadlineExceeded) as caught:
         await send(router, config)
     assert caught.value.status == 504
+
+
+async def test_a_wait_that_would_spend_the_deadline_moves_to_the_fallback_now() -> None:
+    router, _, clock, config = make(
+        [alias("a", "m1", retries=3, deadline_s=5.0, fallbacks=["b"]), alias("b", "m2")],
+        {"m1": [UpstreamRateLimited("wait", retry_after=30.0)]},
+        max_retry_after_s=30.0,
+    )
+    result = await send(router, config)
+    assert result.alias == "b"
+    assert clock.slept == []
+
+
+async def test_rate_limit_on_one_deployment_tries_the_other_at_once() -> None:
+    router, _, clock, config = make(
+        [alias("a", "m1", "m2", retries=1)],
+        {
+            "m1": [UpstreamRateLimited("wait", retry_after=8.0)],
+            "m2": [UpstreamRateLimited("wait", retry_after=8.0)],
+        },
+    )
+    # Whichever goes first is rate limited; the retry goes to the other with no wait.
+    with pytest.raises(AllUpstreamsFailed):
+        await send(router, config)
+    assert clock.slept == []
+
+
+async def test_an_open_breaker_on_the_untried_deployment_does_not_end_the_alias() -> None:
+    models = [alias("a", "m1", "m2", retries=2)]
+    router, _upstream, _, config = make(
+        models,
+        {"m1": [UpstreamUnavailable("blip"), "ok"]},
+        breaker={"min_requests": 2, "failure_rate": 0.5, "cooldown_s": 60},
+    )
+    # Open m2's breaker; m1 fails once, then must be retried rather than giving up.
+    for _ in range(2):
+        router.breakers["p/m2"].record_failure(Admission.CALL)
+    result = await send(router, config)
+    assert result.deployment == "p/m1"
+    assert [a.outcome for a in result.attempts] == ["upstream_unavailable", "ok"]
+
+
+async def test_a_context_skip_is_not_an_attempt() -> None:
+    models = [
+        {
+            "alias": "a",
+            "deployments": [{"provider": "p", "model": "m1", "context_window": 10}],
+            "context_fallback": "big",
+        },
+        alias("big", "m3"),
+    ]
+    router, _, _, _ = make(models, {})
+    target = router.alias("a")
+    assert target is not None
+    long_body = {"model": "a", "messages": [{"role": "user", "content": "x" * 400}]}
+    result = await router.send(target, "chat", long_body, deadline=router.deadline_for(target))
+    assert result.attempt_count == 1
+
+
+async def test_a_stream_rejected_mid_way_does_not_count_against_the_breaker() -> None:
+    router, upstream, _, _config = make(
+        [alias("a", "m1")], {}, breaker={"min_requests": 1, "failure_rate": 0.5}
+    )
+
+    async def rejecting(call: UpstreamCall) -> AsyncIterator[Json]:
+        yield {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        raise UpstreamRejected("bad tool schema", upstream_status=400)
+
+    upstream.stream = rejecting  # type: ignore[method-assign]
+    target = router.alias("a")
+    assert target is not None
+    opened = await router.open_stream(target, BODY, deadline=router.deadline_for(target))
+    with pytest.raises(UpstreamRejected):
+        async for _ in opened.chunks():
+            pass
+    assert router.breakers["p/m1"].state.value == "closed"
+
+
+async def test_a_malformed_chunk_before_content_is_retried_as_a_protocol_error() -> None:
+    router, upstream, _, _config = make(
+        [alias("a", "m1", retries=0, fallbacks=["b"]), alias("b", "m2")], {}
+    )
+    real_stream = upstream.stream
+
+    async def broken_first(call: UpstreamCall) -> AsyncIterator[Json]:
+        if call.model == "m1":
+            yield {"choices": [None]}
+            return
+        async for chunk in real_stream(call):
+            yield chunk
+
+    upstream.stream = broken_first  # type: ignore[method-assign]
+    target = router.alias("a")
+    assert target is not None
+    opened = await router.open_stream(target, BODY, deadline=router.deadline_for(target))
+    assert opened.route.deployment == "p/m2"
+    assert opened.route.attempts[0].outcome == "upstream_protocol_error"
 
 
 async def test_weighted_choice_follows_weights() -> None:
@@ -246,7 +348,7 @@ async def test_weighted_choice_follows_weights() -> None:
 
 
 async def test_stream_failure_before_content_is_retried() -> None:
-    router, _, _, config = make(
+    router, _, _, _config = make(
         [alias("a", "m1", retries=0, fallbacks=["b"]), alias("b", "m2")],
         {"m1": [UpstreamUnavailable("down")]},
     )

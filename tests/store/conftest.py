@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from keystore_support import QueryCounter
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
 from keel.store import KeyStore, make_engine, redact_url, upgrade
@@ -86,3 +88,14 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
 @pytest.fixture
 def store(engine: sa.Engine) -> KeyStore:
     return KeyStore(engine)
+
+
+@pytest.fixture
+def queries(engine: sa.Engine) -> Iterator[QueryCounter]:
+    """Counts the statements ``engine`` sends from here on."""
+    counter = QueryCounter()
+    event.listen(engine, "before_cursor_execute", counter)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", counter)

@@ -1,41 +1,35 @@
-"""Virtual keys end to end on SQLite and PostgreSQL: store, resolver cache, migrations, CLI."""
+"""Virtual keys end to end on SQLite and PostgreSQL: store, migrations, errors, CLI."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import socket
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from keystore_support import T0, UNKNOWN, Clock
 from sqlalchemy import event
 
 from keel.cli.keys import keys
 from keel.errors import ConfigError, InvalidRequest, NotFound, StoreError
-from keel.store import KeyRecord, KeyResolver, KeyStore, hash_key, make_engine, redact_url, upgrade
+from keel.store import (
+    KeyRecord,
+    KeyStore,
+    db,
+    generate_key,
+    hash_key,
+    make_engine,
+    redact_url,
+    upgrade,
+)
+from keel.store.keys import DISPLAY_CHARS
 from keel.store.tables import api_keys, metadata, tenants
-
-T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-UNKNOWN = "sk-keel-" + "A" * 43  # well formed, never issued
-
-
-class Clock:
-    """A hand-moved clock, for expiry and cache TTLs without sleeping."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-        self.mono = 1000.0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.mono
-
 
 # --- the store ------------------------------------------------------------------
 
@@ -289,177 +283,90 @@ def test_unreachable_database_raises_store_error_without_the_password() -> None:
         engine.dispose()
 
 
-class QueryCounter:
-    """Counts statements sent to the database through one engine."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, *_args: object) -> None:
-        self.count += 1
-
-
-@pytest.fixture
-def queries(engine: sa.Engine) -> Iterator[QueryCounter]:
-    counter = QueryCounter()
-    event.listen(engine, "before_cursor_execute", counter)
-    try:
-        yield counter
-    finally:
-        event.remove(engine, "before_cursor_execute", counter)
-
-
-# --- the resolver -------------------------------------------------------------------
-
-
-async def test_cache_hits_do_not_touch_the_database(store: KeyStore, queries: QueryCounter) -> None:
-    key, record = store.create_key("acme")
-    resolver = KeyResolver(store)
-    queries.count = 0
-
-    assert await resolver.resolve(key) == record
-    assert queries.count == 1
-    for _ in range(20):
-        assert await resolver.resolve(key) == record
-    assert await resolver.resolve(UNKNOWN) is None
-    assert await resolver.resolve(UNKNOWN) is None
-    assert await resolver.resolve("not a key") is None
-
-    assert queries.count == 2  # one per distinct well-formed key
-    assert resolver.stats.hits == 21 and resolver.stats.misses == 2
-
-
-async def test_cache_is_keyed_by_hash_not_plaintext(store: KeyStore) -> None:
-    key, _ = store.create_key("acme")
-    resolver = KeyResolver(store)
-    await resolver.resolve(key)
-    assert key not in repr(vars(resolver))
-    assert hash_key(key) in repr(vars(resolver))
-
-
-async def test_revocation_reaches_the_resolver_after_the_ttl(
-    store: KeyStore, queries: QueryCounter
-) -> None:
-    clock = Clock(datetime.now(UTC))
-    key, record = store.create_key("acme")
-    resolver = KeyResolver(store, ttl_s=5.0, negative_ttl_s=1.0, monotonic=clock.monotonic)
-    assert await resolver.resolve(key) == record
-    store.revoke(record.id)
-
-    clock.mono += 4.9
-    assert await resolver.resolve(key) == record  # still cached: the documented delay
-    clock.mono += 0.2
-    assert await resolver.resolve(key) is None
-    before = queries.count
-    clock.mono += 0.9
-    assert await resolver.resolve(key) is None  # negative answers are cached too
-    assert queries.count == before
-
-
-async def test_expiry_is_exact_even_when_cached(engine: sa.Engine) -> None:
-    clock = Clock()
-    store = KeyStore(engine, clock=clock)
-    key, record = store.create_key("acme", expires_at=T0 + timedelta(seconds=30))
-    resolver = KeyResolver(store, ttl_s=60.0, monotonic=clock.monotonic, clock=clock)
-
-    assert await resolver.resolve(key) == record
-    clock.now = T0 + timedelta(seconds=30)
-    assert await resolver.resolve(key) is None
-    assert resolver.stats.hits == 1
-
-
-async def test_cache_is_bounded_and_drops_the_oldest(store: KeyStore) -> None:
-    created = [store.create_key("acme")[0] for _ in range(3)]
-    resolver = KeyResolver(store, max_entries=2)
-    for key in created:
-        await resolver.resolve(key)
-    assert len(resolver) == 2
-
-    await resolver.resolve(created[2])
-    await resolver.resolve(created[0])  # evicted first, so a miss again
-    assert resolver.stats.hits == 1 and resolver.stats.misses == 4
-
-
-class GatedStore:
-    """Wraps a store; lookups block until released, so misses pile up deterministically."""
-
-    def __init__(self, inner: KeyStore) -> None:
-        self.inner = inner
-        self.release = threading.Event()
-        self.calls = 0
-
-    def resolve_hash(self, key_hash: str) -> KeyRecord | None:
-        self.calls += 1
-        if not self.release.wait(timeout=10):
-            raise TimeoutError("the test never released the lookup")
-        return self.inner.resolve_hash(key_hash)
-
-
-async def _until(condition: object, *, rounds: int = 1000) -> None:
-    for _ in range(rounds):
-        if callable(condition) and condition():
-            return
-        await asyncio.sleep(0)  # yield to the tasks under test; no timed wait
-    raise AssertionError("condition not reached")
-
-
-async def test_concurrent_misses_share_one_query(store: KeyStore, queries: QueryCounter) -> None:
-    key, record = store.create_key("acme")
-    gated = GatedStore(store)
-    resolver = KeyResolver(gated)
-    queries.count = 0
-
-    lookups = asyncio.gather(*(resolver.resolve(key) for _ in range(25)))
-    await _until(lambda: resolver.stats.coalesced == 24)
-    gated.release.set()
-    results = await lookups
-
-    assert results == [record] * 25
-    assert gated.calls == 1 and queries.count == 1
-
-
-async def test_a_cancelled_caller_does_not_cancel_the_shared_lookup(store: KeyStore) -> None:
-    key, record = store.create_key("acme")
-    gated = GatedStore(store)
-    resolver = KeyResolver(gated)
-
-    first = asyncio.ensure_future(resolver.resolve(key))
-    second = asyncio.ensure_future(resolver.resolve(key))
-    await _until(lambda: resolver.stats.coalesced == 1)
-    first.cancel()
-    gated.release.set()
-
-    assert await second == record
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    assert gated.calls == 1
-
-
-async def test_store_failures_reach_every_waiter_and_are_not_cached() -> None:
-    class Failing:
-        calls = 0
-
-        def resolve_hash(self, key_hash: str) -> KeyRecord | None:
-            self.calls += 1
-            raise StoreError("looking up a key failed on sqlite:///x.db: disk I/O error")
-
-    failing = Failing()
-    resolver = KeyResolver(failing)
-    outcomes = await asyncio.gather(
-        resolver.resolve(UNKNOWN), resolver.resolve(UNKNOWN), return_exceptions=True
+def test_a_pool_checkout_timeout_is_a_store_error(tmp_path: Path) -> None:
+    # One connection and no overflow: while the test holds it, every other
+    # checkout times out with sqlalchemy.exc.TimeoutError, not a DBAPIError.
+    engine = sa.create_engine(
+        f"sqlite:///{tmp_path / 'keel.db'}", pool_size=1, max_overflow=0, pool_timeout=0.05
     )
-    assert all(isinstance(o, StoreError) for o in outcomes)
-    with pytest.raises(StoreError):
-        await resolver.resolve(UNKNOWN)
-    assert failing.calls == 2 and len(resolver) == 0
+    upgrade(engine)
+    try:
+        with engine.connect(), pytest.raises(StoreError) as caught:
+            KeyStore(engine).resolve(UNKNOWN)
+        assert caught.value.code == "store_unavailable"
+        assert "looking up a key failed" in caught.value.message
+        assert "QueuePool limit" in caught.value.message
+    finally:
+        engine.dispose()
+
+
+def test_postgres_engines_bound_the_connect_time() -> None:
+    def connect_args(url: str) -> dict[str, object]:
+        engine = make_engine(url)
+        seen: dict[str, object] = {}
+
+        @event.listens_for(engine, "do_connect")
+        def capture(
+            _dialect: object, _record: object, _args: object, kwargs: dict[str, object]
+        ) -> None:
+            seen.update(kwargs)
+
+        try:
+            with pytest.raises(StoreError):  # nothing listens on port 1
+                upgrade(engine)
+        finally:
+            engine.dispose()
+        return seen
+
+    assert connect_args("postgresql://keel@127.0.0.1:1/keel")["connect_timeout"] == 5
+    # A timeout the operator put in the URL wins.
+    explicit = connect_args("postgresql://keel@127.0.0.1:1/keel?connect_timeout=3")
+    assert explicit["connect_timeout"] == "3"
+
+
+def test_a_black_holed_postgres_fails_in_bounded_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A socket that accepts connections (the kernel's backlog does) and never
+    # answers: without a connect timeout, psycopg would wait for ever.
+    monkeypatch.setattr(db, "PG_CONNECT_TIMEOUT_S", 1)  # libpq rounds it up to 2 s
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        engine = make_engine(f"postgresql://keel:hunter2@127.0.0.1:{port}/keel")
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                attempt = pool.submit(upgrade, engine)
+                try:
+                    with pytest.raises(StoreError, match="timeout"):
+                        attempt.result(timeout=10)
+                finally:
+                    silent.close()  # resets the pending connection if the attempt hangs
+        finally:
+            engine.dispose()
+    assert time.monotonic() - started < 8
+
+
+def test_store_errors_keep_the_detail_for_operators_not_clients(db_url: str) -> None:
+    engine = make_engine(db_url)  # never migrated: the table is missing
+    try:
+        with pytest.raises(StoreError) as caught:
+            KeyStore(engine).resolve(UNKNOWN)
+    finally:
+        engine.dispose()
+    error = caught.value
+    assert "api_keys" in error.message and "looking up a key failed" in error.message
+    assert error.body()["error"]["message"] == StoreError.CLIENT_MESSAGE
+    assert error.body()["error"]["code"] == "store_unavailable"
+    body = json.dumps(error.body())
+    assert "api_keys" not in body and str(engine.url.database) not in body
 
 
 # --- the CLI ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def keel_yaml(tmp_path: Path, db_url: str) -> str:
-    path = tmp_path / "keel.yaml"
+def _write_config(folder: Path, db_url: str) -> str:
+    path = folder / "keel.yaml"
     path.write_text(
         json.dumps(
             {
@@ -473,6 +380,11 @@ def keel_yaml(tmp_path: Path, db_url: str) -> str:
         encoding="utf-8",
     )
     return str(path)
+
+
+@pytest.fixture
+def keel_yaml(tmp_path: Path, db_url: str) -> str:
+    return _write_config(tmp_path, db_url)
 
 
 def _check_store(db_url: str) -> tuple[sa.Engine, KeyStore]:
@@ -559,3 +471,27 @@ def test_cli_revoke_unknown_key_exits_2(keel_yaml: str) -> None:
     result = CliRunner().invoke(keys, ["revoke", "sk-keel-none", "-c", keel_yaml])
     assert result.exit_code == 2
     assert result.stderr.strip() == "keel: error: no key matches 'sk-keel-none'"
+
+
+def test_cli_store_errors_print_the_detail(tmp_path: Path) -> None:
+    config = _write_config(tmp_path, "postgresql://keel:hunter2@127.0.0.1:1/keel")
+    result = CliRunner().invoke(keys, ["list", "-c", config])
+    assert result.exit_code == 1
+    assert "127.0.0.1:1" in result.stderr and "keel:***@" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        generate_key(),  # well formed but unknown: NotFound
+        generate_key() + "!",  # malformed: InvalidRequest
+        "sk-proj-" + generate_key()[8:],  # someone else's secret pasted by mistake
+    ],
+)
+def test_cli_revoke_never_echoes_more_than_the_prefix(keel_yaml: str, secret: str) -> None:
+    result = CliRunner().invoke(keys, ["revoke", secret, "-c", keel_yaml])
+    assert result.exit_code == 2
+    shown = result.stdout + result.stderr
+    assert secret[:DISPLAY_CHARS] in shown
+    assert secret[: DISPLAY_CHARS + 1] not in shown and secret[DISPLAY_CHARS:] not in shown

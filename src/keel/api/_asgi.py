@@ -1,18 +1,19 @@
-"""Small ASGI helpers for the hot path: reading bodies, sending JSON."""
+"""Small ASGI helpers for the hot path: headers, bodies, JSON answers, disconnects."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
-from keel.errors import KeelError, PayloadTooLarge, http_status, retry_after_header
+from keel.api.errors import error_response
+from keel.errors import KeelError, PayloadTooLarge
 
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -20,24 +21,43 @@ class ClientGone(Exception):
     """The client disconnected before the response was complete."""
 
 
-def header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+@dataclass(frozen=True, slots=True)
+class RequestHeaders:
+    """The few request headers the data plane reads, found in one pass."""
+
+    request_id: str
+    authorization: str | None
+    content_length: int | None
+
+    @classmethod
+    def of(cls, scope: Scope) -> RequestHeaders:
+        given_id = authorization = length = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = bytes(value).decode("latin-1")
+            elif key == b"x-request-id":
+                given_id = bytes(value)
+            elif key == b"content-length" and value.isdigit():
+                length = int(value)
+        return cls(_request_id(given_id), authorization, length)
 
 
-def request_id(scope: Scope) -> str:
+def _request_id(given: bytes | None) -> str:
     """The caller's ``x-request-id`` when it is sane, else a fresh one."""
-    given = header(scope, b"x-request-id")
-    if given is not None and _REQUEST_ID.match(given):
+    if given is not None and _REQUEST_ID.fullmatch(given):
         return given.decode()
     return os.urandom(16).hex()
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+def request_id(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            return _request_id(bytes(value))
+    return _request_id(None)
+
+
+async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
     parts: list[bytes] = []
     size = 0
@@ -55,9 +75,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def send_json(
-    send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]]
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
 ) -> None:
-    body = orjson.dumps(payload)
     await send(
         {
             "type": "http.response.start",
@@ -69,8 +88,8 @@ async def send_json(
 
 
 async def send_error(send: Send, error: KeelError, headers: list[tuple[bytes, bytes]]) -> None:
-    extra = [(k.encode(), v.encode()) for k, v in retry_after_header(error).items()]
-    await send_json(send, http_status(error), error.body(), [*headers, *extra])
+    status, body, extra = error_response(error)
+    await send_json(send, status, body, [*headers, *extra])
 
 
 class DisconnectWatch:
@@ -93,7 +112,7 @@ class DisconnectWatch:
 
     async def _watch(self, receive: Receive) -> None:
         while True:
-            message = await receive()
+            message: Any = await receive()
             if message["type"] == "http.disconnect":
                 self.fired = True
                 self._owner.cancel()

@@ -19,16 +19,10 @@ from starlette.types import Receive, Scope, Send
 
 from keel.api._asgi import request_id
 from keel.api.data_plane import DataPlaneEndpoint
+from keel.api.errors import error_response, internal_error
 from keel.config import KeelConfig
-from keel.errors import (
-    KeelError,
-    MethodNotAllowed,
-    NotFound,
-    http_status,
-    retry_after_header,
-)
-from keel.pipeline import Pipeline, build_pipeline
-from keel.pipeline.stages import authenticate
+from keel.errors import KeelError, MethodNotAllowed, NotFound
+from keel.pipeline import Pipeline, authenticate, build_pipeline
 from keel.providers import Upstream, build_upstream
 from keel.routing import Router
 from keel.store import KeyResolver, KeyStore, make_engine
@@ -77,7 +71,12 @@ def create_app(
         try:
             yield {"keel": state}
         finally:
-            await asyncio.gather(*(u.aclose() for u in built.values()))
+            if upstreams is None:  # injected upstreams belong to the caller
+                results = await asyncio.gather(
+                    *(u.aclose() for u in built.values()), return_exceptions=True
+                )
+                for failed in (r for r in results if isinstance(r, BaseException)):
+                    log.warning("closing an upstream failed: %r", failed)
             engine.dispose()
 
     data_plane = {
@@ -159,8 +158,11 @@ async def readyz(request: Request) -> Response:
 
 
 def _error_response(request: Request, error: KeelError) -> Response:
-    headers = {"x-request-id": request_id(request.scope), **retry_after_header(error)}
-    return JSONResponse(error.body(), status_code=http_status(error), headers=headers)
+    status, body, extra = error_response(error)
+    headers = [(b"x-request-id", request_id(request.scope).encode()), *extra]
+    response = Response(body, status_code=status, media_type="application/json")
+    response.raw_headers.extend(headers)
+    return response
 
 
 async def keel_error(request: Request, exc: Exception) -> Response:
@@ -180,5 +182,4 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error serving %s", request.url.path)
-    return _error_response(request, KeelError("internal error in Keel; see the gateway log"))
+    return _error_response(request, internal_error(request.url.path))

@@ -13,10 +13,19 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from keel.api._asgi import ClientGone, DisconnectWatch, read_body, request_id, send_error
+from keel.api._asgi import (
+    ClientGone,
+    DisconnectWatch,
+    RequestHeaders,
+    read_body,
+    send_error,
+    send_json,
+)
+from keel.api.errors import internal_error
 from keel.errors import KeelError, ProviderError, StreamInterrupted
 from keel.pipeline import RequestContext
 from keel.providers.base import Json, Operation
+from keel.tokens import tokens_for_chars
 
 if TYPE_CHECKING:
     from keel.api.app import AppState
@@ -37,20 +46,22 @@ class DataPlaneEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: AppState = scope["state"]["keel"]
-        rid = request_id(scope)
-        headers = [(b"x-request-id", rid.encode())]
+        request = RequestHeaders.of(scope)
+        headers = [(b"x-request-id", request.request_id.encode())]
         try:
-            raw = await read_body(scope, receive, state.config.server.max_body_bytes)
+            raw = await read_body(
+                receive, state.config.server.max_body_bytes, request.content_length
+            )
         except ClientGone:
             return
         except KeelError as error:
             await send_error(send, error, headers)
             return
         ctx = RequestContext(
-            request_id=rid,
+            request_id=request.request_id,
             operation=self.operation,
             raw_body=raw,
-            authorization=_authorization(scope),
+            authorization=request.authorization,
         )
         watch = DisconnectWatch(receive)
         try:
@@ -60,7 +71,9 @@ class DataPlaneEndpoint:
             if not watch.fired:
                 raise
             watch.absorb()
-            log.info("client disconnected; upstream call cancelled", extra={"request_id": rid})
+            log.info(
+                "client disconnected; upstream call cancelled", extra={"request_id": ctx.request_id}
+            )
             return
         except KeelError as error:
             watch.stop()
@@ -68,30 +81,17 @@ class DataPlaneEndpoint:
             return
         except Exception:
             watch.stop()
-            log.exception("unexpected error serving %s", scope["path"])
-            await send_error(
-                send, KeelError("internal error in Keel; see the gateway log"), headers
-            )
+            await send_error(send, internal_error(scope["path"]), headers)
             return
         if ctx.opened is not None:
             await _stream(ctx, watch, send, headers)
             return
         watch.stop()
         assert ctx.route is not None
-        body = orjson.dumps(ctx.route.response)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *headers,
-                    *_route_headers(ctx),
-                ],
-            }
+        ctx.usage = _usage(ctx.route.response)
+        await send_json(
+            send, 200, orjson.dumps(ctx.route.response), [*headers, *_route_headers(ctx)]
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 async def _stream(
@@ -100,24 +100,18 @@ async def _stream(
     """Proxy chunk by chunk; a break after content is reported in-band, never as [DONE]."""
     opened = ctx.opened
     assert opened is not None
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [*_SSE_HEADERS, *headers, *_route_headers(ctx)],
-        }
-    )
     tail = _DONE
     try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_SSE_HEADERS, *headers, *_route_headers(ctx)],
+            }
+        )
         async for chunk in opened.chunks():
-            if "usage" in chunk and not chunk.get("choices"):
-                ctx.usage = chunk["usage"]
-                if not ctx.include_usage:
-                    continue
-            else:
-                if ctx.ttft_ms is None:
-                    ctx.ttft_ms = ctx.elapsed_ms()
-                ctx.streamed_chars += _content_chars(chunk)
+            if not _forward(ctx, chunk):
+                continue
             await send(
                 {
                     "type": "http.response.body",
@@ -126,41 +120,63 @@ async def _stream(
                 }
             )
     except asyncio.CancelledError:
-        watch.stop()
-        await opened.aclose()
         if not watch.fired:
             raise
         watch.absorb()
         return
     except ProviderError as error:
-        interrupted = StreamInterrupted(
-            f"the upstream stream broke after the answer had started: {error.message}"
-        )
         log.warning("stream interrupted", extra={"request_id": ctx.request_id})
-        # What was sent is owed: count it when the upstream never said.
-        if ctx.usage is None:
-            sent = -(-ctx.streamed_chars // 4)
-            ctx.usage = {"completion_tokens": sent, "estimated": True}
-        tail = b"data: " + orjson.dumps(interrupted.body()) + b"\n\n"
-    watch.stop()
-    await opened.aclose()
+        tail = b"data: " + orjson.dumps(_interrupted(ctx, error).body()) + b"\n\n"
+    except Exception:
+        tail = b"data: " + orjson.dumps(internal_error("stream").body()) + b"\n\n"
+    finally:
+        watch.stop()
+        await opened.aclose()
     await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
-def _content_chars(chunk: Json) -> int:
+def _forward(ctx: RequestContext, chunk: Json) -> bool:
+    """Note usage and time to first token; False for a chunk the client did not ask for."""
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        ctx.usage = usage
+    choices = chunk.get("choices")
+    if choices:
+        if ctx.ttft_ms is None:
+            ctx.ttft_ms = ctx.elapsed_ms()
+        ctx.streamed_chars += _content_chars(choices)
+    if not ctx.include_usage and "usage" in chunk:
+        # Keel always asks upstreams for usage; clients that did not see none of it.
+        if not choices:
+            return False
+        del chunk["usage"]
+    return True
+
+
+def _interrupted(ctx: RequestContext, error: ProviderError) -> StreamInterrupted:
+    if ctx.usage is None:
+        # What was sent is owed: count it when the upstream never said.
+        sent = tokens_for_chars(ctx.streamed_chars)
+        ctx.usage = {"completion_tokens": sent, "estimated": True}
+    return StreamInterrupted(
+        f"the upstream stream broke after the answer had started: {error.message}"
+    )
+
+
+def _content_chars(choices: object) -> int:
     total = 0
-    for choice in chunk.get("choices") or ():
-        content = (choice.get("delta") or {}).get("content")
-        if content:
-            total += len(content)
+    if isinstance(choices, list):
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if isinstance(content, str):
+                total += len(content)
     return total
 
 
-def _authorization(scope: Scope) -> str | None:
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            return bytes(value).decode("latin-1")
-    return None
+def _usage(response: Json) -> Json | None:
+    usage = response.get("usage")
+    return usage if isinstance(usage, dict) else None
 
 
 def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:

@@ -144,7 +144,10 @@ def list_(tenant: str | None, fmt: str, config_path: str) -> None:
 @click.argument("key")
 @config_option
 def revoke(key: str, config_path: str) -> None:
-    """Revoke KEY, given as its id or its 12-character prefix (sk-keel-....)."""
+    """Revoke KEY, given as its id, its 12-character prefix (sk-keel-....) or the whole key.
+
+    Errors echo at most the first 12 characters of KEY, never the rest.
+    """
     from keel.store import KeyResolver
 
     with _open_store(config_path) as store:

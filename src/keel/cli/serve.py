@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from keel.cli._base import config_option
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from keel.api import KeelApp
 
 DEMO_TENANT = "demo"
 
@@ -56,30 +62,29 @@ def serve(
     finally:
         engine.dispose()
 
-    options: dict[str, object] = {
-        "host": host,
-        "port": port,
-        "log_level": log_level,
-        "access_log": False,
-        "http": "httptools",
-        "loop": "uvloop",
-        "timeout_graceful_shutdown": 30,
-    }
+    app_target: KeelApp | str
     if workers == 1:
         from keel.api import create_app
 
-        uvicorn.run(create_app(config), **options)  # type: ignore[arg-type]
+        app_target, factory = create_app(config), False
     else:
         os.environ[CONFIG_PATH_ENV] = str(Path(config_path).resolve())
-        uvicorn.run(
-            "keel.api.workers:app",
-            factory=True,
-            workers=workers,
-            **options,  # type: ignore[arg-type]
-        )
+        app_target, factory = "keel.api.workers:app", True
+    uvicorn.run(
+        app_target,
+        factory=factory,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        timeout_graceful_shutdown=30,
+    )
 
 
-def _print_demo(engine: object, host: str, port: int, alias: str) -> None:
+def _print_demo(engine: Engine, host: str, port: int, alias: str) -> None:
     from rich.console import Console
 
     from keel.store import KeyStore
@@ -89,7 +94,7 @@ def _print_demo(engine: object, host: str, port: int, alias: str) -> None:
         key = key_file.read_text().strip()
         note = f"demo key (kept in {key_file} for this local demo)"
     else:
-        key, _ = KeyStore(engine).create_key(DEMO_TENANT, name="demo")  # type: ignore[arg-type]
+        key, _ = KeyStore(engine).create_key(DEMO_TENANT, name="demo")
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.touch(mode=0o600)
         key_file.write_text(key + "\n")

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 def _load(path: str | None, seed: int | None, fast: bool) -> SimulatorProvider:
     """The simulator config from ``path`` (a provider block; ``kind`` optional)."""
     import os
+
     from pydantic import ValidationError
 
     from keel.config import (

@@ -6,6 +6,6 @@ domain packages (routing, providers, store); never ``api`` or ``cli``.
 """
 
 from keel.pipeline.context import RequestContext
-from keel.pipeline.stages import Pipeline, build_pipeline
+from keel.pipeline.stages import Pipeline, authenticate, build_pipeline
 
-__all__ = ["Pipeline", "RequestContext", "build_pipeline"]
+__all__ = ["Pipeline", "RequestContext", "authenticate", "build_pipeline"]

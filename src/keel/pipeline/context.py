@@ -19,7 +19,7 @@ class RequestContext:
     operation: Operation
     raw_body: bytes
     authorization: str | None
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.monotonic)
     received_at: float = field(default_factory=time.time)
 
     # parse
@@ -49,4 +49,4 @@ class RequestContext:
         return self.route.attempts if self.route else []
 
     def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
+        return (time.monotonic() - self.started) * 1000

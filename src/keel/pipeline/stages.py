@@ -105,7 +105,7 @@ class Route:
 
     async def __call__(self, ctx: RequestContext) -> None:
         assert ctx.alias is not None  # ResolveModel ran
-        deadline = self._router.deadline_for(ctx.alias)
+        deadline = self._router.deadline_for(ctx.alias, ctx.started)
         if ctx.stream:
             ctx.opened = await self._router.open_stream(
                 ctx.alias, ctx.upstream_body, deadline=deadline

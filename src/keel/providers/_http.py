@@ -1,43 +1,38 @@
 """Shared aiohttp plumbing for the HTTP adapters.
 
 Three things live here so each exists once: the lazily created connection
-pool, the server-sent-events decoder, and the table that turns foreign
-failures (aiohttp exceptions, timeouts, HTTP statuses, upstream error bodies)
-into ``keel.errors``. The table goes by exception type, HTTP status and
-structured error fields, never by the text of a message.
+pool, the server-sent-events decoder, and the translation of foreign
+exceptions (aiohttp errors, timeouts) into ``keel.errors``. HTTP statuses and
+upstream error bodies are mapped by ``_errors``, which the simulator shares.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import aiohttp
 import orjson
 
 from keel.errors import (
-    ContextWindowExceeded,
     KeelError,
     ProviderError,
-    UpstreamAuthError,
     UpstreamConnectError,
     UpstreamProtocolError,
-    UpstreamRateLimited,
-    UpstreamRejected,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
-
-Json = dict[str, Any]
+from keel.providers._errors import Json, error_from_status, parse_object
 
 # Upstreams close idle connections after a while; reusing one they already
 # dropped costs a failed attempt, so keep our side shorter than most servers'.
 KEEPALIVE_S = 30.0
+# After a stream's terminal event, how long to wait for the end of the body so
+# the connection can go back to the pool. The end usually follows at once (the
+# last chunk of a chunked body); a server that lingers costs a new connection.
+DRAIN_S = 1.0
 # A line without a newline this long is not an SSE stream we can trust.
 MAX_SSE_BUFFER = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
@@ -50,13 +45,18 @@ class HttpClient:
     adapter must not do I/O (workers start fast), hence the lazy creation.
     aiohttp's own timeouts are switched off: ``total`` defaults to 300 s,
     which would cut long streams; each adapter bounds its calls itself.
+    ``secrets`` (the key, secret header values) are redacted from any upstream
+    text passed on in an error.
     """
 
-    __slots__ = ("_headers", "_max_connections", "_session")
+    __slots__ = ("_headers", "_max_connections", "_session", "secrets")
 
-    def __init__(self, *, max_connections: int, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, *, max_connections: int, headers: Mapping[str, str], secrets: Iterable[str] = ()
+    ) -> None:
         self._max_connections = max_connections
         self._headers = dict(headers)
+        self.secrets = tuple(s for s in secrets if s)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -83,27 +83,36 @@ class HttpClient:
         """POST ``body`` as JSON; redirects are a misconfigured base URL, not followed."""
         return await self.session.post(url, data=orjson.dumps(body), allow_redirects=False)
 
-    async def post_json(self, url: str, body: Json, *, timeout: float, secret: str | None) -> Json:
+    async def post_json(self, url: str, body: Json, *, timeout: float) -> Json:
         """POST and return the JSON object answer; every failure as ``keel.errors``."""
         with translating:
             async with asyncio.timeout(timeout):
                 response = await self.post(url, body)
                 try:
                     if not 200 <= response.status < 300:
-                        raise await read_error(response, secret)
+                        raise await read_error(response, self.secrets)
                     raw = await response.read()
                 finally:
                     finish(response)
         return parse_object(raw)
 
     async def post_events(
-        self, url: str, body: Json, *, timeout: float, idle_timeout: float, secret: str | None
+        self,
+        url: str,
+        body: Json,
+        *,
+        timeout: float,
+        idle_timeout: float,
+        terminal: Callable[[SSEEvent], bool],
     ) -> AsyncGenerator[SSEEvent, None]:
         """POST and yield the answer's server-sent events.
 
         ``timeout`` bounds the wait for the first event, ``idle_timeout`` each
-        later gap. Closing the generator early drops the connection, which is
-        how the upstream learns to stop generating.
+        later gap. ``terminal`` recognises the protocol's last event: before it
+        is yielded the rest of the body is read (for at most ``DRAIN_S``), so
+        the connection goes back to the pool when the caller stops there.
+        Closing the generator at any other point, or cancelling it, drops the
+        connection at once, which is how the upstream learns to stop generating.
         """
         deadline = asyncio.get_running_loop().time() + timeout
         with translating:
@@ -112,10 +121,12 @@ class HttpClient:
             try:
                 if not 200 <= response.status < 300:
                     async with asyncio.timeout_at(deadline):
-                        raise await read_error(response, secret)
+                        raise await read_error(response, self.secrets)
                 events = sse_events(response, first_deadline=deadline, idle_timeout=idle_timeout)
                 async with aclosing(events):
                     async for event in events:
+                        if terminal(event):
+                            await drain(response)
                         yield event
             finally:
                 finish(response)
@@ -124,6 +135,20 @@ class HttpClient:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+async def drain(response: aiohttp.ClientResponse) -> None:
+    """Read what is left of the body, for at most ``DRAIN_S``, discarding it.
+
+    Only a timeout or a broken body is absorbed (``finish`` then closes the
+    socket); cancellation propagates at once, so a gone client never waits.
+    """
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            while await response.content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError):
+        pass
 
 
 def finish(response: aiohttp.ClientResponse) -> None:
@@ -240,148 +265,7 @@ async def sse_events(
             yield event
 
 
-# --- the translation table --------------------------------------------------
-
-# Structured error types (OpenAI ``error.type``, Anthropic ``error.type``) to
-# the HTTP status they stand for, for errors that arrive inside a 200 stream.
-_TYPE_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "permission_denied_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "server_error": 500,
-    "overloaded_error": 529,
-    "timeout_error": 504,
-}
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``retry-after`` (seconds or HTTP date)."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive parse means "-0000"
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-class _Detail(NamedTuple):
-    message: str
-    type: str | None
-    code: str | None
-    param: str | None
-
-
-def _detail(payload: Any) -> _Detail:
-    """The structured fields of an OpenAI or Anthropic error body, if any."""
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if isinstance(error, str):
-        return _Detail(error, None, None, None)
-    if not isinstance(error, dict):
-        return _Detail("", None, None, None)
-
-    def text(key: str) -> str | None:
-        value = error.get(key)
-        return value if isinstance(value, str) else None
-
-    return _Detail(text("message") or "", text("type"), text("code"), text("param"))
-
-
-def _redact(message: str, secret: str | None) -> str:
-    # Defence in depth: some servers echo what they were sent.
-    return message.replace(secret, "***") if secret and secret in message else message
-
-
-def error_from_status(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    secret: str | None = None,
-) -> ProviderError:
-    """Map an upstream HTTP error response to a ``ProviderError``."""
-    try:
-        payload = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        payload = None
-    return error_from_payload(status, payload, headers=headers, secret=secret)
-
-
-def error_from_payload(
-    status: int | None,
-    payload: Any,
-    *,
-    headers: Mapping[str, str] | None = None,
-    secret: str | None = None,
-) -> ProviderError:
-    """Map a status and/or structured error body to a ``ProviderError``.
-
-    ``status`` is None for an error event inside a stream; it is then derived
-    from the error's own ``type`` (or an integer ``code`` some servers send).
-    """
-    detail = _detail(payload)
-    if status is None:
-        error = payload.get("error") if isinstance(payload, dict) else None
-        raw_code = error.get("code") if isinstance(error, dict) else None
-        if isinstance(raw_code, int) and 400 <= raw_code <= 599:
-            status = raw_code
-        else:
-            status = _TYPE_STATUS.get(detail.type or "", 500)
-    message = _redact(detail.message, secret)
-    suffix = f": {message}" if message else ""
-    if status in (401, 403):
-        # The upstream's text may quote (part of) the key; never pass it on.
-        return UpstreamAuthError(
-            f"upstream refused Keel's credentials (HTTP {status})", upstream_status=status
-        )
-    if status == 408:
-        return UpstreamTimeout(f"upstream timed out (HTTP 408){suffix}", upstream_status=status)
-    if status == 429:
-        retry_after = parse_retry_after(headers) if headers is not None else None
-        return UpstreamRateLimited(
-            f"upstream rate limited (HTTP 429){suffix}",
-            upstream_status=status,
-            retry_after=retry_after,
-        )
-    if status >= 500:  # includes Anthropic's 529 "overloaded"
-        retry_after = parse_retry_after(headers) if headers is not None else None
-        return UpstreamUnavailable(
-            f"upstream unavailable (HTTP {status}){suffix}",
-            upstream_status=status,
-            retry_after=retry_after,
-        )
-    if 400 <= status < 500:
-        if detail.code == "context_length_exceeded":
-            return ContextWindowExceeded(
-                message or "the request exceeds the model's context window",
-                upstream_status=status,
-                param=detail.param or "messages",
-            )
-        # The caller's request was bad: their status, the upstream's words.
-        return UpstreamRejected(
-            message or f"upstream rejected the request (HTTP {status})",
-            upstream_status=status,
-            param=detail.param,
-        )
-    return UpstreamProtocolError(f"unexpected upstream HTTP {status}", upstream_status=status)
+# --- foreign exceptions ---------------------------------------------------
 
 
 def error_from_exception(exc: BaseException) -> ProviderError | None:
@@ -426,18 +310,7 @@ class _Translating:
 translating = _Translating()
 
 
-def parse_object(body: bytes) -> Json:
-    """Parse an upstream JSON body that must be an object."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError("upstream sent malformed JSON") from None
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError("upstream sent JSON that is not an object")
-    return value
-
-
-async def read_error(response: aiohttp.ClientResponse, secret: str | None) -> ProviderError:
+async def read_error(response: aiohttp.ClientResponse, secrets: Iterable[str]) -> ProviderError:
     """Read an error response's body and map it; the body is small and read fully."""
     body = await response.read()
-    return error_from_status(response.status, response.headers, body, secret=secret)
+    return error_from_status(response.status, response.headers, body, secrets=secrets)

@@ -17,13 +17,15 @@ from keel.providers._anthropic_translate import (
     to_anthropic_request,
     to_openai_response,
 )
-from keel.providers._http import (
-    HttpClient,
-    Json,
-    error_from_payload,
-    parse_object,
-)
+from keel.providers._errors import Json, error_from_payload, parse_object
+from keel.providers._http import HttpClient, SSEEvent
 from keel.providers.base import UpstreamCall
+
+
+def _is_stop(event: SSEEvent) -> bool:
+    # By the SSE event name, which Anthropic always sends: cheaper than parsing
+    # the data twice. A server that omits it only loses connection reuse.
+    return event.event == "message_stop"
 
 
 class AnthropicUpstream:
@@ -33,14 +35,16 @@ class AnthropicUpstream:
         self.name = name
         self._url = f"{config.base_url.rstrip('/')}/v1/messages"
         self._default_max_tokens = config.default_max_tokens
-        self._secret = config.api_key.get_secret_value() if config.api_key else None
+        key = config.api_key.get_secret_value() if config.api_key else None
         headers = {
             "content-type": "application/json",
             "anthropic-version": config.anthropic_version,
         }
-        if self._secret:
-            headers["x-api-key"] = self._secret
-        self._http = HttpClient(max_connections=config.max_connections, headers=headers)
+        if key:
+            headers["x-api-key"] = key
+        self._http = HttpClient(
+            max_connections=config.max_connections, headers=headers, secrets=(key or "",)
+        )
 
     def _request(self, call: UpstreamCall) -> Json:
         if call.operation != "chat":
@@ -54,9 +58,7 @@ class AnthropicUpstream:
 
     async def send(self, call: UpstreamCall) -> Json:
         body = self._request(call)
-        response = await self._http.post_json(
-            self._url, body, timeout=call.timeout, secret=self._secret
-        )
+        response = await self._http.post_json(self._url, body, timeout=call.timeout)
         return to_openai_response(response)
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[Json]:
@@ -73,13 +75,13 @@ class AnthropicUpstream:
             body,
             timeout=call.timeout,
             idle_timeout=call.idle_timeout,
-            secret=self._secret,
+            terminal=_is_stop,
         )
         async with aclosing(events):
             async for event in events:
                 data = parse_object(event.data)
                 if event.event == "error" or data.get("type") == "error":
-                    raise error_from_payload(None, data, secret=self._secret)
+                    raise error_from_payload(None, data, secrets=self._http.secrets)
                 for chunk in translator.feed(data):
                     yield chunk
                 if translator.done:

@@ -29,12 +29,17 @@ from keel.errors import (
     NoHealthyUpstream,
     ProviderError,
     RoutingError,
+    UpstreamProtocolError,
     UpstreamTimeout,
 )
 from keel.providers.base import Json, Operation, Upstream, UpstreamCall
-from keel.routing.breaker import CircuitBreaker
+from keel.routing.breaker import Admission, CircuitBreaker
+from keel.tokens import prompt_chars, tokens_for_chars
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# Outcomes recorded for deployments that were passed over without a call.
+SKIPPED = frozenset({"breaker_open", "context_skipped"})
 
 
 @dataclass(slots=True)
@@ -43,25 +48,34 @@ class RouteResult:
 
     alias: str
     deployment: str
-    provider_model: str
     attempts: list[AttemptSummary]
     fallback_used: bool
     response: Json = field(default_factory=dict)
 
     @property
     def attempt_count(self) -> int:
-        """Calls actually made upstream (a skipped open breaker is not one)."""
-        return sum(1 for a in self.attempts if a.outcome != "breaker_open")
+        """Calls actually made upstream (a skipped deployment is not one)."""
+        return sum(1 for a in self.attempts if a.outcome not in SKIPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A deployment with everything an attempt needs, resolved once at start."""
+
+    deployment: Deployment
+    name: str
+    breaker: CircuitBreaker
+    upstream: Upstream
 
 
 @dataclass(slots=True)
 class OpenedStream:
     """A stream that has produced its first content chunk.
 
-    ``head`` holds the chunks read so far (role, first content); iterate the
-    stream to get them and everything after. Past this point a failure cannot
-    be retried: iteration raises ``keel.errors.ProviderError`` subclasses and
-    the caller reports them in-band.
+    ``head`` holds the chunks read so far (role, first content); iterate
+    ``chunks()`` to get them and everything after. Past this point a failure
+    cannot be retried: iteration raises ``keel.errors.ProviderError``
+    subclasses and the caller reports them in-band.
     """
 
     route: RouteResult
@@ -77,8 +91,10 @@ class OpenedStream:
         try:
             async for chunk in self.rest:
                 yield chunk
-        except ProviderError:
-            self.breaker.record_failure()
+        except ProviderError as error:
+            # The opening already counted as this call's success; only a failure
+            # that speaks of the upstream's health may still count against it.
+            judge(self.breaker, Admission.CALL, error)
             raise
 
     async def aclose(self) -> None:
@@ -86,13 +102,12 @@ class OpenedStream:
             await _aclose(self.rest)
 
 
-@dataclass(slots=True)
-class _Attempt:
-    alias: ModelAlias
-    deployment: Deployment
-    upstream: Upstream
-    breaker: CircuitBreaker
-    call: UpstreamCall
+def judge(breaker: CircuitBreaker, admission: Admission, error: ProviderError) -> None:
+    """A failed call's verdict: only failures of the upstream count against it."""
+    if error.retryable:
+        breaker.record_failure(admission)
+    else:
+        breaker.release(admission)
 
 
 class Router:
@@ -105,41 +120,50 @@ class Router:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._config = config
         self._routing = config.routing
         self._aliases = {m.alias: m for m in config.models}
-        self._upstreams = upstreams
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._targets: dict[str, list[_Target]] = {}
         for model in config.models:
+            targets = []
             for deployment in model.deployments:
-                if deployment.name not in self.breakers:
-                    self.breakers[deployment.name] = CircuitBreaker(
-                        config.routing.breaker, clock=clock
-                    )
+                name = deployment.name
+                breaker = self.breakers.get(name) or CircuitBreaker(
+                    config.routing.breaker, clock=clock
+                )
+                self.breakers[name] = breaker
+                targets.append(_Target(deployment, name, breaker, upstreams[deployment.provider]))
+            self._targets[model.alias] = targets
 
     def alias(self, name: str) -> ModelAlias | None:
         return self._aliases.get(name)
 
-    def deadline_for(self, alias: ModelAlias) -> float:
-        """The absolute (monotonic) deadline for a request that starts now."""
-        return self._clock() + (alias.deadline_s or self._routing.deadline_s)
+    def deadline_for(self, alias: ModelAlias, started: float | None = None) -> float:
+        """The absolute (monotonic) deadline of a request that started at ``started``."""
+        begin = self._clock() if started is None else started
+        return begin + (alias.deadline_s or self._routing.deadline_s)
 
     async def send(
         self, alias: ModelAlias, operation: Operation, body: Json, *, deadline: float
     ) -> RouteResult:
-        async def attempt(a: _Attempt) -> Json:
-            return await a.upstream.send(a.call)
+        async def attempt(call: UpstreamCall, upstream: Upstream) -> Json:
+            # Bounded here too, so an adapter that ignores call.timeout cannot
+            # carry a request past its deadline.
+            async with asyncio.timeout(call.timeout):
+                return await upstream.send(call)
 
         route, response = await self._run(alias, operation, body, deadline, attempt)
         route.response = response
         return route
 
     async def open_stream(self, alias: ModelAlias, body: Json, *, deadline: float) -> OpenedStream:
-        async def attempt(a: _Attempt) -> tuple[list[Json], AsyncIterator[Json] | None]:
-            return await _read_until_content(a.upstream.stream(a.call), a.call.timeout)
+        async def attempt(
+            call: UpstreamCall, upstream: Upstream
+        ) -> tuple[list[Json], AsyncIterator[Json] | None]:
+            return await _read_until_content(upstream.stream(call), call.timeout)
 
         route, (head, rest) = await self._run(alias, "chat", body, deadline, attempt)
         return OpenedStream(route, head, rest, self.breakers[route.deployment])
@@ -150,18 +174,16 @@ class Router:
         operation: Operation,
         body: Json,
         deadline: float,
-        attempt: Callable[[_Attempt], Awaitable[Any]],
+        attempt: Callable[[UpstreamCall, Upstream], Awaitable[Any]],
     ) -> tuple[RouteResult, Any]:
-        summaries: list[AttemptSummary] = []
+        walk = _Walk(self, operation, body, deadline, attempt)
         chain = [alias, *(self._aliases[name] for name in alias.fallbacks)]
         context_fallback_taken = False
         position = 0
         while position < len(chain):
             current = chain[position]
             try:
-                answered = await self._try_alias(
-                    current, operation, body, deadline, attempt, summaries
-                )
+                answered = await walk.try_alias(current, self._targets[current.alias])
             except ContextWindowExceeded:
                 # Put the larger-context alias next in the chain, once per request.
                 if current.context_fallback is None or context_fallback_taken:
@@ -170,209 +192,192 @@ class Router:
                 chain.insert(position + 1, self._aliases[current.context_fallback])
                 answered = None
             if answered is not None:
-                deployment, result = answered
+                target, result = answered
                 route = RouteResult(
                     alias=current.alias,
-                    deployment=deployment.name,
-                    provider_model=deployment.model,
-                    attempts=summaries,
+                    deployment=target.name,
+                    attempts=walk.summaries,
                     fallback_used=current is not alias,
                 )
                 return route, result
             position += 1
-        raise self._final_error(summaries, deadline)
+        raise walk.final_error()
 
-    async def _try_alias(
+
+class _Walk:
+    """One request's way through the chain: its attempts, deadline and summaries."""
+
+    def __init__(
         self,
-        current: ModelAlias,
+        router: Router,
         operation: Operation,
         body: Json,
         deadline: float,
-        attempt: Callable[[_Attempt], Awaitable[Any]],
-        summaries: list[AttemptSummary],
-    ) -> tuple[Deployment, Any] | None:
+        attempt: Callable[[UpstreamCall, Upstream], Awaitable[Any]],
+    ) -> None:
+        self.router = router
+        self.routing = router._routing
+        self.clock = router._clock
+        self.operation = operation
+        self.body = body
+        self.deadline = deadline
+        self.attempt = attempt
+        self.summaries: list[AttemptSummary] = []
+        self._prompt_tokens: int | None = None
+
+    async def try_alias(
+        self, alias: ModelAlias, targets: list[_Target]
+    ) -> tuple[_Target, Any] | None:
         """Up to ``retries + 1`` attempts on one alias; None means: try the next alias."""
-        tried: set[str] = set()
-        for retry in range(current.retries + 1):
-            planned = self._plan(current, operation, body, deadline, tried, summaries)
-            if planned is None:
-                return None
-            tried.add(planned.deployment.name)
-            started = self._clock()
-            try:
-                result = await attempt(planned)
-            except ProviderError as error:
-                error.deployment = planned.deployment.name
-                summaries.append(self._summary(planned, error, started))
-                self._judge(planned.breaker, error)
-                if not error.retryable:
-                    raise
-                if self._clock() >= deadline:
-                    raise self._deadline_error(summaries) from error
-                if retry < current.retries:
-                    await self._backoff(retry, error, deadline, current, tried)
-                continue
-            except BaseException:
-                planned.breaker.release()
-                raise
-            planned.breaker.record_success()
-            elapsed = (self._clock() - started) * 1000
-            summaries.append(
-                AttemptSummary(current.alias, planned.deployment.name, "ok", 200, elapsed)
-            )
-            return planned.deployment, result
-        return None
-
-    def _plan(
-        self,
-        alias: ModelAlias,
-        operation: Operation,
-        body: Json,
-        deadline: float,
-        tried: set[str],
-        summaries: list[AttemptSummary],
-    ) -> _Attempt | None:
-        remaining = deadline - self._clock()
-        if remaining <= 0:
-            raise self._deadline_error(summaries)
-        deployment = self._choose(alias, body, tried, summaries)
-        if deployment is None:
-            return None
-        call = UpstreamCall(
-            operation=operation,
-            model=deployment.model,
-            body=body,
-            timeout=min(alias.timeout_s, remaining),
-            idle_timeout=self._routing.stream_idle_timeout_s,
-        )
-        return _Attempt(
-            alias,
-            deployment,
-            self._upstreams[deployment.provider],
-            self.breakers[deployment.name],
-            call,
-        )
-
-    def _choose(
-        self,
-        alias: ModelAlias,
-        body: Json,
-        tried: set[str],
-        summaries: list[AttemptSummary],
-    ) -> Deployment | None:
-        fits = [d for d in alias.deployments if _fits_context(d, body)]
-        if not fits:
-            summaries.append(AttemptSummary(alias.alias, "-", "context_length_exceeded", None, 0.0))
+        usable = [t for t in targets if self._fits(t)]
+        if not usable:
+            for t in targets:
+                self._skip(alias, t, "context_skipped")
             raise ContextWindowExceeded(
                 f'the prompt is longer than every context window of alias "{alias.alias}"',
                 upstream_status=400,
             )
-        fresh = [d for d in fits if d.name not in tried] or fits
-        # Probing a half-open breaker claims its single slot, so ask lazily and
-        # only of the deployment we are about to use.
-        candidates = list(fresh)
-        while candidates:
-            pick = self._weighted(candidates)
-            if self.breakers[pick.name].allow():
-                return pick
-            candidates.remove(pick)
-        for d in fresh:
-            summaries.append(AttemptSummary(alias.alias, d.name, "breaker_open", None, 0.0))
+        tried: set[str] = set()
+        for retry in range(alias.retries + 1):
+            chosen = self._choose(alias, usable, tried)
+            if chosen is None:
+                return None
+            target, admission = chosen
+            tried.add(target.name)
+            call = UpstreamCall(
+                operation=self.operation,
+                model=target.deployment.model,
+                body=self.body,
+                timeout=min(alias.timeout_s, self._remaining()),
+                idle_timeout=self.routing.stream_idle_timeout_s,
+            )
+            started = self.clock()
+            try:
+                result = await self.attempt(call, target.upstream)
+            except TimeoutError:
+                # Only the router's own bound on a send ends here.
+                failure: ProviderError = UpstreamTimeout(f"no answer within {call.timeout:g}s")
+            except ProviderError as error:
+                failure = error
+            except BaseException:
+                target.breaker.release(admission)
+                raise
+            else:
+                target.breaker.record_success(admission)
+                self._record(alias, target, "ok", 200, started)
+                return target, result
+            self._record(alias, target, failure.code, failure.upstream_status, started)
+            judge(target.breaker, admission, failure)
+            if not failure.retryable:
+                raise failure
+            if self._remaining() <= 0:
+                raise self.deadline_error() from failure
+            if retry < alias.retries and not await self._backoff(retry, failure, usable, tried):
+                return None
         return None
 
-    def _weighted(self, deployments: list[Deployment]) -> Deployment:
-        if len(deployments) == 1:
-            return deployments[0]
-        total = sum(d.weight for d in deployments)
-        point = self._rng.random() * total
-        for d in deployments:
-            point -= d.weight
+    def _fits(self, target: _Target) -> bool:
+        """A cheap pre-check against a configured context window.
+
+        The estimate errs low, so a request that might fit is still tried and
+        the upstream's own context error stays the authority.
+        """
+        window = target.deployment.context_window
+        if window is None:
+            return True
+        if self._prompt_tokens is None:
+            wanted = self.body.get("max_completion_tokens") or self.body.get("max_tokens") or 0
+            self._prompt_tokens = tokens_for_chars(prompt_chars(self.body)) + int(wanted)
+        return self._prompt_tokens <= window
+
+    def _choose(
+        self, alias: ModelAlias, usable: list[_Target], tried: set[str]
+    ) -> tuple[_Target, Admission] | None:
+        """Weighted choice, untried deployments first, claiming a breaker slot."""
+        fresh = [t for t in usable if t.name not in tried]
+        for group in (fresh, [t for t in usable if t.name in tried]):
+            candidates = list(group)
+            while candidates:
+                pick = self._weighted(candidates)
+                admission = pick.breaker.allow()
+                if admission is not Admission.REFUSED:
+                    return pick, admission
+                candidates.remove(pick)
+        for t in usable:
+            self._skip(alias, t, "breaker_open")
+        return None
+
+    def _weighted(self, targets: list[_Target]) -> _Target:
+        if len(targets) == 1:
+            return targets[0]
+        total = sum(t.deployment.weight for t in targets)
+        point = self.router._rng.random() * total
+        for t in targets:
+            point -= t.deployment.weight
             if point < 0:
-                return d
-        return deployments[-1]
+                return t
+        return targets[-1]
 
     async def _backoff(
-        self,
-        retry: int,
-        error: ProviderError,
-        deadline: float,
-        alias: ModelAlias,
-        tried: set[str],
-    ) -> None:
-        untried_left = any(d.name not in tried for d in alias.deployments)
+        self, retry: int, error: ProviderError, usable: list[_Target], tried: set[str]
+    ) -> bool:
+        """Wait before the next attempt on this alias; False means: move on now."""
+        if any(t.name not in tried and t.breaker.admits() for t in usable):
+            return True  # another deployment can take it at once
         if error.retry_after is not None:
-            wait = min(error.retry_after, self._routing.max_retry_after_s)
-        elif untried_left:
-            return  # another deployment is ready now; no reason to wait
+            wait = min(error.retry_after, self.routing.max_retry_after_s)
         else:
             # Full jitter: spreads retries of many clients over the whole window.
-            ceiling = min(self._routing.backoff_max_s, self._routing.backoff_base_s * 2**retry)
-            wait = self._rng.uniform(0, ceiling)
-        wait = min(wait, max(0.0, deadline - self._clock()))
+            ceiling = min(self.routing.backoff_max_s, self.routing.backoff_base_s * 2**retry)
+            wait = self.router._rng.uniform(0, ceiling)
+        if wait >= self._remaining():
+            return False  # waiting would spend the deadline; the fallback may answer now
         if wait > 0:
-            await self._sleep(wait)
+            await self.router._sleep(wait)
+        return True
 
-    @staticmethod
-    def _judge(breaker: CircuitBreaker, error: ProviderError) -> None:
-        # A request the upstream rejected says nothing about the upstream's health.
-        if error.retryable:
-            breaker.record_failure()
-        else:
-            breaker.release()
+    def _remaining(self) -> float:
+        return self.deadline - self.clock()
 
-    def _summary(self, a: _Attempt, error: ProviderError, started: float) -> AttemptSummary:
-        return AttemptSummary(
-            a.alias.alias,
-            a.deployment.name,
-            error.code,
-            error.upstream_status,
-            (self._clock() - started) * 1000,
-            error.message,
-        )
+    def _record(
+        self, alias: ModelAlias, target: _Target, outcome: str, status: int | None, started: float
+    ) -> None:
+        elapsed = (self.clock() - started) * 1000
+        self.summaries.append(AttemptSummary(alias.alias, target.name, outcome, status, elapsed))
 
-    def _deadline_error(self, summaries: list[AttemptSummary]) -> RoutingError:
+    def _skip(self, alias: ModelAlias, target: _Target, outcome: str) -> None:
+        self.summaries.append(AttemptSummary(alias.alias, target.name, outcome, None, 0.0))
+
+    def deadline_error(self) -> RoutingError:
         return DeadlineExceeded(
             "the request's deadline passed before an upstream answered: "
-            + RoutingError.summarize(summaries),
-            summaries,
+            + RoutingError.summarize(self.summaries),
+            self.summaries,
         )
 
-    def _final_error(self, summaries: list[AttemptSummary], deadline: float) -> RoutingError:
-        if self._clock() >= deadline:
-            return self._deadline_error(summaries)
-        made = [s for s in summaries if s.outcome != "breaker_open"]
+    def final_error(self) -> RoutingError:
+        if self._remaining() <= 0:
+            return self.deadline_error()
+        made = [s for s in self.summaries if s.outcome not in SKIPPED]
         if not made:
             return NoHealthyUpstream(
-                "every deployment's circuit breaker is open: " + RoutingError.summarize(summaries),
-                summaries,
+                "every deployment's circuit breaker is open: "
+                + RoutingError.summarize(self.summaries),
+                self.summaries,
             )
         return AllUpstreamsFailed(
-            f"all {len(made)} upstream attempts failed: " + RoutingError.summarize(summaries),
-            summaries,
+            f"all {len(made)} upstream attempts failed: " + RoutingError.summarize(self.summaries),
+            self.summaries,
         )
-
-
-def _fits_context(deployment: Deployment, body: Json) -> bool:
-    """Cheap pre-check against a configured context window (chars / 4 ≈ tokens).
-
-    The estimate errs low, so a request that might fit is still tried and the
-    upstream's own context error stays the authority.
-    """
-    if deployment.context_window is None:
-        return True
-    chars = 0
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
-    wanted = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-    return chars // 4 + int(wanted) <= deployment.context_window
 
 
 def _has_content(chunk: Json) -> bool:
-    for choice in chunk.get("choices") or ():
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise UpstreamProtocolError("upstream sent a malformed stream chunk")
         delta = choice.get("delta") or {}
         if delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason"):
             return True

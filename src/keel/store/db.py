@@ -22,6 +22,10 @@ from keel.errors import ConfigError, StoreError
 # How long a SQLite writer waits for another writer's lock before failing:
 # the CLI writes keys while a running gateway reads and writes the same file.
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# How long psycopg may take to open a PostgreSQL connection. libpq's default is
+# to wait forever, so a black-holed database would hang every request that
+# needs a fresh connection; a ``connect_timeout`` in the URL takes precedence.
+PG_CONNECT_TIMEOUT_S = 5
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Starting a server checks it with one SELECT, so a
@@ -46,8 +50,9 @@ def make_engine(url: str) -> sa.Engine:
     """An engine for ``url``; SQLite files get WAL mode, a busy timeout and their folder.
 
     Relative SQLite paths resolve against the current directory. Plain
-    ``postgresql://`` URLs are pointed at the psycopg 3 driver. Nothing
-    connects until the engine is first used.
+    ``postgresql://`` URLs are pointed at the psycopg 3 driver, and give up
+    connecting after :data:`PG_CONNECT_TIMEOUT_S` unless the URL sets
+    ``connect_timeout``. Nothing connects until the engine is first used.
     """
     try:
         parsed = make_url(url)
@@ -59,9 +64,14 @@ def make_engine(url: str) -> sa.Engine:
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         return _sqlite_engine(parsed)
     if parsed.drivername in _POSTGRES_DRIVERS:
+        # connect_args override the URL's query, so only fill in what the URL leaves out.
+        connect_args = (
+            {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        )
         return sa.create_engine(
             parsed.set(drivername="postgresql+psycopg"),
             pool_pre_ping=True,  # a gateway outlives database restarts and failovers
+            connect_args=connect_args,
         )
     raise ConfigError(
         f"database_url: unsupported scheme {parsed.drivername!r};"
@@ -101,17 +111,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 @contextmanager
 def translate_errors(engine: sa.Engine, doing: str) -> Iterator[None]:
-    """Re-raise database failures as ``StoreError`` naming the (redacted) database."""
+    """Re-raise database failures as ``StoreError`` naming the (redacted) database.
+
+    Every ``SQLAlchemyError`` counts, not only driver errors: a pool checkout
+    timeout (``sqlalchemy.exc.TimeoutError``) is the database being overloaded
+    or unreachable, which callers must see as ``store_unavailable``, not a bug.
+    """
     try:
         yield
-    except exc.DBAPIError as error:
+    except exc.SQLAlchemyError as error:
         raise StoreError(
             f"{doing} failed on {redact_url(engine.url)}: {_describe(error, engine.url)}"
         ) from None
 
 
-def _describe(error: exc.DBAPIError, url: URL) -> str:
-    lines = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
+def _describe(error: exc.SQLAlchemyError, url: URL) -> str:
+    # Driver errors carry the driver's own words in .orig; SQLAlchemy's own
+    # errors (pool timeouts) only their message, whose first line says enough.
+    orig = error.orig if isinstance(error, exc.DBAPIError) else None
+    cause: BaseException = orig if orig is not None else error
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
     text = lines[0]
     # Drivers quote connection details back; make sure the password is not among them.
     if url.password:

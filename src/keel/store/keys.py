@@ -1,23 +1,21 @@
-"""Virtual keys: generation, hashing, the key repository and the request-path resolver.
+"""Virtual keys: generation, hashing and the key repository.
 
 A key is ``sk-keel-`` followed by 43 URL-safe base64 characters (32 random
 bytes). The store keeps its SHA-256 hex digest and its first 12 characters
 for display; the plaintext exists only in the answer to ``create_key``.
+The request path reads keys through ``keel.store.resolver``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import re
 import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,6 +41,11 @@ def generate_key() -> str:
     """A new random key: ``sk-keel-`` + 32 bytes from ``secrets``, URL-safe base64."""
     raw = base64.urlsafe_b64encode(secrets.token_bytes(_KEY_BYTES)).rstrip(b"=")
     return KEY_PREFIX + raw.decode("ascii")
+
+
+def is_well_formed(key: str) -> bool:
+    """True if ``key`` has the shape of a Keel key; anything else is never looked up."""
+    return _KEY_PATTERN.fullmatch(key) is not None
 
 
 def hash_key(key: str) -> str:
@@ -172,7 +175,7 @@ class KeyStore:
 
     def resolve(self, plaintext: str) -> KeyRecord | None:
         """The active key ``plaintext`` names, or None if unknown, revoked or expired."""
-        if not _KEY_PATTERN.fullmatch(plaintext):
+        if not is_well_formed(plaintext):
             return None  # not one of ours: no need to ask the database
         return self.resolve_hash(hash_key(plaintext))
 
@@ -208,10 +211,10 @@ class KeyStore:
         with translate_errors(self._engine, "revoking a key"), self._engine.begin() as conn:
             rows = conn.execute(_SELECT.where(where).limit(2)).all()
             if not rows:
-                raise NotFound(f"no key matches {key_id_or_prefix!r}", param="key")
+                raise NotFound(f"no key matches {_shown(key_id_or_prefix)}", param="key")
             if len(rows) > 1:
                 raise InvalidRequest(
-                    f"{key_id_or_prefix!r} matches several keys; revoke by id instead",
+                    f"{_shown(key_id_or_prefix)} matches several keys; revoke by id instead",
                     param="key",
                 )
             key_id = rows[0].id
@@ -232,107 +235,21 @@ class KeyStore:
         if key.startswith(KEY_PREFIX) and len(key) == DISPLAY_CHARS:
             return api_keys.c.key_prefix == key
         raise InvalidRequest(
-            f"{key!r} is neither a key id nor a key prefix like {KEY_PREFIX}Ab3x", param="key"
+            f"{_shown(key)} is neither a key id, a key prefix like {KEY_PREFIX}Ab3x nor a key",
+            param="key",
         )
 
 
-class KeyLookup(Protocol):
-    """What :class:`KeyResolver` needs from a store; :class:`KeyStore` is one."""
+def _shown(key: str | int) -> str:
+    """``key`` as it may appear in an error: at most its first 12 characters.
 
-    def resolve_hash(self, key_hash: str) -> KeyRecord | None: ...
-
-
-@dataclass(slots=True)
-class ResolverStats:
-    """Counters for metrics and tests."""
-
-    hits: int = 0
-    misses: int = 0
-    coalesced: int = 0  # misses that joined a lookup already in flight
-
-
-@dataclass(slots=True)
-class _Entry:
-    fresh_until: float
-    record: KeyRecord | None
-
-
-class KeyResolver:
-    """Resolves bearer keys on the request path from a small TTL cache.
-
-    Entries are keyed by the key's hash, so no plaintext key stays in memory.
-    A found key is cached for ``ttl_s`` seconds and an unknown, revoked or
-    expired one for ``negative_ttl_s``: that is how long a revocation (or a new
-    key) can take to reach a gateway. Expiry is re-checked on every hit, so it
-    is exact. Concurrent misses for one key share one database query, and the
-    cache holds at most ``max_entries``, dropping the oldest first.
+    What is typed at ``revoke`` may be a whole key (or someone else's secret
+    pasted by mistake); errors reach terminals, CI logs and shell history, so
+    they echo no more than the prefix that listings already show.
     """
-
-    DEFAULT_TTL_S: ClassVar[float] = 5.0
-    DEFAULT_NEGATIVE_TTL_S: ClassVar[float] = 1.0
-
-    def __init__(
-        self,
-        store: KeyLookup,
-        ttl_s: float = DEFAULT_TTL_S,
-        negative_ttl_s: float = DEFAULT_NEGATIVE_TTL_S,
-        *,
-        max_entries: int = 10_000,
-        monotonic: Callable[[], float] = time.monotonic,
-        clock: Clock = _utcnow,
-    ) -> None:
-        self.store = store
-        self.ttl_s = ttl_s
-        self.negative_ttl_s = negative_ttl_s
-        self.max_entries = max_entries
-        self.stats = ResolverStats()
-        self._monotonic = monotonic
-        self._clock = clock
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[KeyRecord | None]] = {}
-
-    async def resolve(self, plaintext: str) -> KeyRecord | None:
-        """The active key ``plaintext`` names, or None; raises ``StoreError`` if the DB fails."""
-        if not _KEY_PATTERN.fullmatch(plaintext):
-            return None
-        key_hash = hash_key(plaintext)
-        entry = self._cache.get(key_hash)
-        if entry is not None and entry.fresh_until > self._monotonic():
-            self.stats.hits += 1
-            record = entry.record
-            return record if record is not None and record.active_at(self._clock()) else None
-        task = self._inflight.get(key_hash)
-        if task is None:
-            self.stats.misses += 1
-            task = asyncio.ensure_future(self._load(key_hash))
-            # If every waiter is cancelled, nobody reads a failure; mark it seen.
-            task.add_done_callback(_mark_retrieved)
-            self._inflight[key_hash] = task
-        else:
-            self.stats.coalesced += 1
-        # Shielded: a caller that disconnects must not cancel the lookup others await.
-        return await asyncio.shield(task)
-
-    async def _load(self, key_hash: str) -> KeyRecord | None:
-        try:
-            record = await asyncio.to_thread(self.store.resolve_hash, key_hash)
-        finally:
-            del self._inflight[key_hash]
-        ttl = self.ttl_s if record is not None else self.negative_ttl_s
-        self._cache[key_hash] = _Entry(self._monotonic() + ttl, record)
-        self._cache.move_to_end(key_hash)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)  # the oldest entry
-        return record
-
-    def clear(self) -> None:
-        """Forget every cached answer, e.g. after revoking a key in this process."""
-        self._cache.clear()
-
-    def __len__(self) -> int:
-        return len(self._cache)
-
-
-def _mark_retrieved(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+    if isinstance(key, int):
+        return str(key)
+    text = key
+    if len(text) <= DISPLAY_CHARS:
+        return repr(text)
+    return repr(text[:DISPLAY_CHARS] + "...")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import orjson
 
 from keel.config import Delay, SimulatorProvider
+from keel.errors import InvalidRequest
 from keel.providers.simulator._answers import corrupt, derived_sentence, fill_schema
 from keel.providers.simulator._embeddings import embed_text, embed_token_ids
 from keel.providers.simulator._tokens import count_tokens, split_tokens
@@ -93,6 +94,24 @@ class Failure:
     message: str
     retry_after: float | None = None
     param: str | None = None
+
+    @classmethod
+    def invalid(cls, error: InvalidRequest) -> Failure:
+        """A request the simulated server refuses with a 400, as real APIs do."""
+        return cls("invalid", 400, error.message, param=error.param)
+
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers sent with this failure: Retry-After, when there is one.
+
+        Both spellings, as OpenAI sends them; ``retry-after`` is whole seconds,
+        rounded up so a client never comes back early.
+        """
+        if self.retry_after is None:
+            return {}
+        return {
+            "retry-after": str(max(1, math.ceil(self.retry_after))),
+            "retry-after-ms": str(round(self.retry_after * 1000)),
+        }
 
 
 @dataclass(slots=True)

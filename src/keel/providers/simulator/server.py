@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -44,10 +43,6 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> R
 
 def _render_openai(failure: Failure) -> tuple[int, Json]:
     return failure.status, _openai.error_body(failure)
-
-
-def _invalid(error: InvalidRequest) -> Failure:
-    return Failure("invalid", 400, error.message, param=error.param)
 
 
 async def _until_disconnect(work: Awaitable[None], receive: Receive) -> None:
@@ -145,13 +140,9 @@ class _Handlers:
 
     def _fail(self, failure: Failure, render: Render) -> Response:
         status, body = render(failure)
-        headers = {}
-        if failure.retry_after is not None:
-            headers["retry-after"] = str(max(1, math.ceil(failure.retry_after)))
-            headers["retry-after-ms"] = str(round(failure.retry_after * 1000))
         # A simulated timeout hangs like a stuck server until the client gives up.
         delay = self.hang_s if failure.kind == "timeout" else 0.0
-        return self._deliver(delay, status, body, headers, "error")
+        return self._deliver(delay, status, body, failure.headers(), "error")
 
     async def _parse(self, request: Request) -> tuple[Json, str]:
         try:
@@ -192,7 +183,7 @@ class _Handlers:
             self.stats.end("cancelled")
             return Response(status_code=400)
         except InvalidRequest as error:
-            return self._fail(_invalid(error), render)
+            return self._fail(Failure.invalid(error), render)
         if isinstance(plan, Failure):
             return self._fail(plan, render)
         return answer(plan, body, model)
@@ -231,7 +222,7 @@ class _Handlers:
             self.stats.end("cancelled")
             return Response(status_code=400)
         except InvalidRequest as error:
-            return self._fail(_invalid(error), _render_openai)
+            return self._fail(Failure.invalid(error), _render_openai)
         if isinstance(plan, Failure):
             return self._fail(plan, _render_openai)
         base64 = body.get("encoding_format") == "base64"

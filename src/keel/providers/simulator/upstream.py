@@ -5,19 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
+from types import TracebackType
 from typing import NoReturn
 
 from keel.config import SimulatorProvider
-from keel.errors import (
-    ContextWindowExceeded,
-    InvalidRequest,
-    ProviderError,
-    UpstreamAuthError,
-    UpstreamRateLimited,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from keel.errors import InvalidRequest, ProviderError, UpstreamRejected, UpstreamTimeout
+from keel.providers._errors import error_from_payload
 from keel.providers.base import Json, UpstreamCall
 from keel.providers.simulator import _openai
 from keel.providers.simulator.engine import (
@@ -30,23 +23,48 @@ from keel.providers.simulator.engine import (
 
 
 def to_error(failure: Failure) -> ProviderError:
-    """The ``keel.errors`` class a real adapter would raise for the same HTTP answer."""
-    status, message = failure.status, failure.message
-    if failure.kind == "context_length":
-        return ContextWindowExceeded(message, upstream_status=status, param=failure.param)
+    """What the ``openai_compat`` adapter raises for ``keel sim``'s answer to ``failure``.
+
+    The failure is rendered as the server renders it (status, OpenAI error
+    body, Retry-After headers) and mapped by the adapters' own table, so
+    in-process and over HTTP cannot disagree.
+    """
     if failure.kind == "timeout":
-        return UpstreamTimeout(message)
-    if status == 429:
-        return UpstreamRateLimited(message, upstream_status=status, retry_after=failure.retry_after)
-    if status >= 500:
-        return UpstreamUnavailable(message, upstream_status=status)
-    if status in (401, 403):
-        return UpstreamAuthError(message, upstream_status=status)
-    return UpstreamRejected(message, upstream_status=status, param=failure.param)
+        # Over HTTP the server hangs and the adapter's own timeout fires.
+        return UpstreamTimeout(failure.message)
+    return error_from_payload(
+        failure.status, _openai.error_body(failure), headers=failure.headers()
+    )
 
 
-def _rejected(error: InvalidRequest) -> UpstreamRejected:
-    return UpstreamRejected(error.message, upstream_status=400, param=error.param)
+class _Counted:
+    """Counts one call in ``stats``: completed, failed, or cancelled by the caller.
+
+    ``GeneratorExit`` is a caller closing a stream early, which is a cancel.
+    Any other exception, a Keel bug included, counts as an error so
+    ``in_flight`` never leaks.
+    """
+
+    __slots__ = ("_stats",)
+
+    def __init__(self, stats: SimStats) -> None:
+        self._stats = stats
+
+    def __enter__(self) -> None:
+        self._stats.begin()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self._stats.end("completed")
+        elif issubclass(kind, (asyncio.CancelledError, GeneratorExit)):
+            self._stats.end("cancelled")
+        else:
+            self._stats.end("error")
 
 
 class SimulatorUpstream:
@@ -67,18 +85,8 @@ class SimulatorUpstream:
         return self.engine.stats
 
     async def send(self, call: UpstreamCall) -> Json:
-        stats = self.engine.stats
-        stats.begin()
-        try:
-            body = await self._send(call)
-        except asyncio.CancelledError:
-            stats.end("cancelled")
-            raise
-        except ProviderError:
-            stats.end("error")
-            raise
-        stats.end("completed")
-        return body
+        with _Counted(self.engine.stats):
+            return await self._send(call)
 
     async def _send(self, call: UpstreamCall) -> Json:
         result: Completion | Embeddings | Failure
@@ -89,7 +97,7 @@ class SimulatorUpstream:
             else:
                 result = self.engine.plan_chat(_openai.parse_chat(call.body))
         except InvalidRequest as error:
-            raise _rejected(error) from None
+            raise to_error(Failure.invalid(error)) from None
         if isinstance(result, Failure):
             await self._fail(result, call.timeout)
         await _wait(result.latency_s, call.timeout)
@@ -100,20 +108,11 @@ class SimulatorUpstream:
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[Json]:
         """Yield chunks; the last one always carries ``usage``."""
-        stats = self.engine.stats
-        stats.begin()
-        try:
+        with _Counted(self.engine.stats):
             # aclosing: an early stop by the caller must close the inner generator now.
             async with aclosing(self._stream(call)) as chunks:
                 async for chunk in chunks:
                     yield chunk
-        except (asyncio.CancelledError, GeneratorExit):
-            stats.end("cancelled")
-            raise
-        except ProviderError:
-            stats.end("error")
-            raise
-        stats.end("completed")
 
     async def _stream(self, call: UpstreamCall) -> AsyncGenerator[Json, None]:
         if call.operation != "chat":
@@ -121,7 +120,7 @@ class SimulatorUpstream:
         try:
             result = self.engine.plan_chat(_openai.parse_chat(call.body))
         except InvalidRequest as error:
-            raise _rejected(error) from None
+            raise to_error(Failure.invalid(error)) from None
         if isinstance(result, Failure):
             await self._fail(result, call.timeout)
         limit = call.timeout

@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _load import CHAT_REQUEST
 from _procs import (
     BENCH,
     PYTHON,
@@ -49,16 +50,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-CHAT_REQUEST: dict[str, Any] = {
-    "model": "bench",
-    "messages": [
-        {"role": "system", "content": "You are a concise assistant. Answer in one sentence."},
-        {"role": "user", "content": "What is the capital of France, and which river runs by it?"},
-    ],
-    "max_tokens": 64,
-    "temperature": 0.2,
-    "user": "bench-user-1",
-}
 FIXED = b'{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant"}}]}'
 _HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(FIXED)).encode())]
 

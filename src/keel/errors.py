@@ -136,7 +136,7 @@ class PayloadTooLarge(CallerError):
 
 
 class ProviderError(KeelError):
-    """One upstream attempt failed. ``deployment`` names which one."""
+    """One upstream attempt failed; the router records which deployment it was."""
 
     status = 502
     code = "upstream_error"
@@ -154,7 +154,6 @@ class ProviderError(KeelError):
         super().__init__(message, param=param)
         self.upstream_status = upstream_status
         self.retry_after = retry_after
-        self.deployment: str | None = None
 
 
 class UpstreamRejected(ProviderError):
@@ -229,7 +228,6 @@ class AttemptSummary:
     outcome: str  # "ok" or an error code
     status: int | None
     latency_ms: float
-    detail: str = ""
 
     def describe(self) -> str:
         status = f" {self.status}" if self.status else ""

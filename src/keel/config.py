@@ -171,12 +171,60 @@ class RoutingConfig(Strict):
     breaker: BreakerConfig = BreakerConfig()
 
 
+# --- telemetry and cost -----------------------------------------------------
+
+
+class LogConfig(Strict):
+    """One JSON line per request."""
+
+    destination: Literal["stdout", "file", "off"] = "stdout"
+    path: str = ".keel/requests.log"
+
+
+class SamplingConfig(Strict):
+    """Tail-based: decided when the request is over, on what happened."""
+
+    rate: Share = 1.0  # share of ordinary requests kept
+    slow_ms: Annotated[float, Field(gt=0)] = 5000.0  # slower than this: always kept
+
+
+class OTLPConfig(Strict):
+    endpoint: str  # e.g. http://collector:4318/v1/traces
+    headers: dict[str, SecretStr] = {}
+    timeout_s: Seconds = 10.0
+    service_name: str = "keel"
+
+
+class TelemetryConfig(Strict):
+    capture_content: bool = True
+    capture_content_exclude: list[str] = []  # tenants whose prompts and answers are never kept
+    log: LogConfig = LogConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    otlp: OTLPConfig | None = None
+    queue_size: Annotated[int, Field(ge=1)] = 10_000
+    batch_size: Annotated[int, Field(ge=1)] = 500
+    flush_interval_s: Seconds = 1.0
+
+
+class Price(Strict):
+    """USD per million tokens. Cached input and cache writes default to input."""
+
+    input_per_mtok: Annotated[float, Field(ge=0)]
+    output_per_mtok: Annotated[float, Field(ge=0)]
+    cached_input_per_mtok: Annotated[float, Field(ge=0)] | None = None
+    cache_write_per_mtok: Annotated[float, Field(ge=0)] | None = None
+
+
 class KeelConfig(Strict):
     server: ServerConfig = ServerConfig()
     database_url: str = "sqlite:///.keel/keel.db"
     providers: dict[str, ProviderConfig]
     models: Annotated[list[ModelAlias], Field(min_length=1)]
     routing: RoutingConfig = RoutingConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    # Keyed by deployment ("provider/model") or by model name; wins over the
+    # bundled price table.
+    prices: dict[str, Price] = {}
 
 
 # --- loading ----------------------------------------------------------------

@@ -134,6 +134,10 @@ class Cluster:
         self.processes.append(process)
         return process.start(), key
 
+    def keel(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a `keel` command against this cluster's gateway config."""
+        return keel(*args, "-c", str(self.workdir / "keel.yaml"), cwd=self.workdir)
+
     def restart(self, process: Process) -> Process:
         """Start a stopped process again on the same port."""
         process.stop()

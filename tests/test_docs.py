@@ -15,11 +15,16 @@ from keel.config import (
     BreakerConfig,
     Deployment,
     KeelConfig,
+    LogConfig,
     ModelAlias,
     OpenAICompatProvider,
+    OTLPConfig,
+    Price,
     RoutingConfig,
+    SamplingConfig,
     ServerConfig,
     SimulatorProvider,
+    TelemetryConfig,
 )
 
 DOCS = Path(__file__).parents[1] / "docs"
@@ -38,6 +43,11 @@ def doc(name: str) -> str:
         (Deployment, "configuration.md"),
         (RoutingConfig, "configuration.md"),
         (BreakerConfig, "configuration.md"),
+        (TelemetryConfig, "configuration.md"),
+        (LogConfig, "configuration.md"),
+        (SamplingConfig, "configuration.md"),
+        (OTLPConfig, "configuration.md"),
+        (Price, "configuration.md"),
         (OpenAICompatProvider, "providers.md"),
         (AnthropicProvider, "providers.md"),
         (SimulatorProvider, "simulator.md"),

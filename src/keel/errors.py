@@ -16,7 +16,8 @@ place::
     │   ├── ModelNotFound              404 model_not_found
     │   ├── NotFound                   404 not_found
     │   ├── MethodNotAllowed           405 method_not_allowed
-    │   └── PayloadTooLarge            413 payload_too_large
+    │   ├── PayloadTooLarge            413 payload_too_large
+    │   └── ClientClosed               499 the client went away (recorded, never sent)
     ├── ProviderError                  one upstream attempt failed
     │   ├── UpstreamRejected           the upstream refused the request (4xx)
     │   │   └── ContextWindowExceeded  400 context_length_exceeded
@@ -132,6 +133,18 @@ class PayloadTooLarge(CallerError):
     code = "payload_too_large"
 
 
+# nginx's status for a request the client abandoned; only ever recorded.
+CLIENT_CLOSED = 499
+
+
+class ClientClosed(CallerError):
+    status = CLIENT_CLOSED
+    code = "client_closed_request"
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before the answer was complete")
+
+
 # --- provider ---------------------------------------------------------------
 
 
@@ -228,6 +241,7 @@ class AttemptSummary:
     outcome: str  # "ok" or an error code
     status: int | None
     latency_ms: float
+    started: float = 0.0  # monotonic clock; places the attempt on the request's timeline
 
     def describe(self) -> str:
         status = f" {self.status}" if self.status else ""

@@ -204,7 +204,7 @@ def test_upgrade_is_idempotent(engine: sa.Engine, store: KeyStore) -> None:
 
     with engine.connect() as conn:
         versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-    assert versions == [("0001_tenants_and_keys",)]
+    assert versions == [(db.SCHEMA_HEAD,)]
     assert store.resolve(key) == record
 
 

@@ -5,6 +5,7 @@ of ``KeelError`` to OpenAI error bodies. Calls into ``pipeline`` and the
 domain packages; nothing imports ``api``.
 """
 
-from keel.api.app import AppState, KeelApp, create_app
+from keel.api.app import KeelApp, create_app
+from keel.api.state import AppState
 
 __all__ = ["AppState", "KeelApp", "create_app"]

@@ -28,18 +28,21 @@ class RequestHeaders:
     request_id: str
     authorization: str | None
     content_length: int | None
+    traceparent: str | None
 
     @classmethod
     def of(cls, scope: Scope) -> RequestHeaders:
-        given_id = authorization = length = None
+        given_id = authorization = length = parent = None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 authorization = bytes(value).decode("latin-1")
             elif key == b"x-request-id":
                 given_id = bytes(value)
+            elif key == b"traceparent":
+                parent = bytes(value).decode("latin-1")
             elif key == b"content-length" and value.isdigit():
                 length = int(value)
-        return cls(_request_id(given_id), authorization, length)
+        return cls(_request_id(given_id), authorization, length, parent)
 
 
 def _request_id(given: bytes | None) -> str:

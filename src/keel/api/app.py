@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,24 +18,15 @@ from starlette.types import Receive, Scope, Send
 from keel.api._asgi import request_id
 from keel.api.data_plane import DataPlaneEndpoint
 from keel.api.errors import error_response, internal_error
+from keel.api.records import feedback, get_trace, list_traces
+from keel.api.state import AppState, app_state
 from keel.config import KeelConfig
 from keel.errors import KeelError, MethodNotAllowed, NotFound
-from keel.pipeline import Pipeline, authenticate, build_pipeline
-from keel.providers import Upstream, build_upstream
+from keel.pipeline import authenticate
+from keel.providers import Upstream
 from keel.routing import Router
-from keel.store import KeyResolver, KeyStore, make_engine
 
 log = logging.getLogger("keel.api")
-
-
-@dataclass(slots=True)
-class AppState:
-    config: KeelConfig
-    engine: Engine
-    upstreams: dict[str, Upstream]
-    router: Router
-    resolver: KeyResolver
-    pipeline: Pipeline
 
 
 def create_app(
@@ -54,30 +43,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, AppState]]:
-        engine = make_engine(config.database_url)
-        built = (
-            upstreams
-            if upstreams is not None
-            else {
-                name: build_upstream(name, provider) for name, provider in config.providers.items()
-            }
-        )
-        routes = router or Router(config, built)
-        resolver = KeyResolver(KeyStore(engine))
-        state = AppState(config, engine, built, routes, resolver, build_pipeline(routes, resolver))
-        # Everything built so far lives as long as the process: keep it out of
-        # the collector's full passes, which otherwise stall requests.
-        gc.freeze()
-        try:
+        async with app_state(config, upstreams=upstreams, router=router) as state:
             yield {"keel": state}
-        finally:
-            if upstreams is None:  # injected upstreams belong to the caller
-                results = await asyncio.gather(
-                    *(u.aclose() for u in built.values()), return_exceptions=True
-                )
-                for failed in (r for r in results if isinstance(r, BaseException)):
-                    log.warning("closing an upstream failed: %r", failed)
-            engine.dispose()
 
     data_plane = {
         "/v1/chat/completions": DataPlaneEndpoint("chat"),
@@ -87,7 +54,11 @@ def create_app(
         routes=[
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in data_plane.items()),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/feedback", feedback, methods=["POST"]),
+            Route("/v1/traces", list_traces, methods=["GET"]),
+            Route("/v1/traces/{request_id}", get_trace, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
         exception_handlers={
@@ -134,6 +105,11 @@ async def list_models(request: Request) -> Response:
         for m in state.config.models
     ]
     return JSONResponse({"object": "list", "data": data})
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = _state(request).metrics.render()
+    return Response(body, media_type=content_type)
 
 
 async def healthz(request: Request) -> Response:

@@ -22,13 +22,22 @@ from keel.api._asgi import (
     send_json,
 )
 from keel.api.errors import internal_error
-from keel.errors import KeelError, ProviderError, StreamInterrupted
+from keel.errors import (
+    CLIENT_CLOSED,
+    ClientClosed,
+    KeelError,
+    ProviderError,
+    StreamInterrupted,
+    http_status,
+)
 from keel.pipeline import RequestContext
+from keel.pipeline.emit import Emitter
 from keel.providers.base import Json, Operation
+from keel.telemetry.context import new_span_id, parse_traceparent, traceparent
 from keel.tokens import tokens_for_chars
 
 if TYPE_CHECKING:
-    from keel.api.app import AppState
+    from keel.api.state import AppState
 
 log = logging.getLogger("keel.api")
 
@@ -47,22 +56,31 @@ class DataPlaneEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: AppState = scope["state"]["keel"]
         request = RequestHeaders.of(scope)
-        headers = [(b"x-request-id", request.request_id.encode())]
+        trace_id, parent = parse_traceparent(request.traceparent)
+        ctx = RequestContext(
+            request_id=request.request_id,
+            operation=self.operation,
+            raw_body=b"",
+            authorization=request.authorization,
+            trace_id=trace_id,
+            parent_span_id=parent,
+            span_id=new_span_id(),
+        )
+        headers = [
+            (b"x-request-id", ctx.request_id.encode()),
+            (b"traceparent", traceparent(trace_id, ctx.span_id).encode()),
+        ]
+        emit = state.emitter
         try:
-            raw = await read_body(
+            ctx.raw_body = await read_body(
                 receive, state.config.server.max_body_bytes, request.content_length
             )
         except ClientGone:
             return
         except KeelError as error:
             await send_error(send, error, headers)
+            emit.finish(ctx, http_status(error), error)
             return
-        ctx = RequestContext(
-            request_id=request.request_id,
-            operation=self.operation,
-            raw_body=raw,
-            authorization=request.authorization,
-        )
         watch = DisconnectWatch(receive)
         try:
             await state.pipeline.run(ctx)
@@ -71,36 +89,51 @@ class DataPlaneEndpoint:
             if not watch.fired:
                 raise
             watch.absorb()
-            log.info(
-                "client disconnected; upstream call cancelled", extra={"request_id": ctx.request_id}
-            )
+            log.info("client disconnected; upstream call cancelled")
+            emit.finish(ctx, CLIENT_CLOSED, ClientClosed())
             return
         except KeelError as error:
             watch.stop()
             await send_error(send, error, [*headers, *_route_headers(ctx)])
+            emit.finish(ctx, http_status(error), error)
             return
         except Exception:
             watch.stop()
-            await send_error(send, internal_error(scope["path"]), headers)
+            bug = internal_error(scope["path"])
+            await send_error(send, bug, headers)
+            emit.finish(ctx, 500, bug)
             return
+        ctx.capture = emit.captures(ctx.tenant)
         if ctx.opened is not None:
-            await _stream(ctx, watch, send, headers)
+            await _stream(ctx, watch, send, headers, emit)
             return
         watch.stop()
         assert ctx.route is not None
-        ctx.usage = _usage(ctx.route.response)
+        cost = emit.price(ctx)
+        cost_header = (b"x-keel-cost-usd", _format_cost(cost))
         await send_json(
-            send, 200, orjson.dumps(ctx.route.response), [*headers, *_route_headers(ctx)]
+            send,
+            200,
+            orjson.dumps(ctx.route.response),
+            [*headers, *_route_headers(ctx), cost_header],
         )
+        emit.finish(ctx, 200, None)
 
 
 async def _stream(
-    ctx: RequestContext, watch: DisconnectWatch, send: Send, headers: list[tuple[bytes, bytes]]
+    ctx: RequestContext,
+    watch: DisconnectWatch,
+    send: Send,
+    headers: list[tuple[bytes, bytes]],
+    emit: Emitter,
 ) -> None:
     """Proxy chunk by chunk; a break after content is reported in-band, never as [DONE]."""
     opened = ctx.opened
     assert opened is not None
+    if ctx.capture:
+        ctx.streamed_text = []
     tail = _DONE
+    failure: KeelError | None = None
     try:
         await send(
             {
@@ -123,16 +156,20 @@ async def _stream(
         if not watch.fired:
             raise
         watch.absorb()
-        return
+        failure = ClientClosed()
     except ProviderError as error:
-        log.warning("stream interrupted", extra={"request_id": ctx.request_id})
-        tail = b"data: " + orjson.dumps(_interrupted(ctx, error).body()) + b"\n\n"
+        log.warning("stream interrupted after content: %s", error.code)
+        failure = _interrupted(ctx, error)
+        tail = b"data: " + orjson.dumps(failure.body()) + b"\n\n"
     except Exception:
-        tail = b"data: " + orjson.dumps(internal_error("stream").body()) + b"\n\n"
+        failure = internal_error("stream")
+        tail = b"data: " + orjson.dumps(failure.body()) + b"\n\n"
     finally:
         watch.stop()
         await opened.aclose()
-    await send({"type": "http.response.body", "body": tail, "more_body": False})
+    if not isinstance(failure, ClientClosed):
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+    emit.finish(ctx, CLIENT_CLOSED if isinstance(failure, ClientClosed) else 200, failure)
 
 
 def _forward(ctx: RequestContext, chunk: Json) -> bool:
@@ -144,7 +181,7 @@ def _forward(ctx: RequestContext, chunk: Json) -> bool:
     if choices:
         if ctx.ttft_ms is None:
             ctx.ttft_ms = ctx.elapsed_ms()
-        ctx.streamed_chars += _content_chars(choices)
+        _note_choices(ctx, choices)
     if not ctx.include_usage and "usage" in chunk:
         # Keel always asks upstreams for usage; clients that did not see none of it.
         if not choices:
@@ -163,20 +200,29 @@ def _interrupted(ctx: RequestContext, error: ProviderError) -> StreamInterrupted
     )
 
 
-def _content_chars(choices: object) -> int:
-    total = 0
-    if isinstance(choices, list):
-        for choice in choices:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            content = delta.get("content") if isinstance(delta, dict) else None
-            if isinstance(content, str):
-                total += len(content)
-    return total
+def _note_choices(ctx: RequestContext, choices: object) -> None:
+    """Count (and, when captured, keep) the text sent; note finish reasons."""
+    if not isinstance(choices, list):
+        return
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str):
+            ctx.streamed_chars += len(content)
+            if ctx.streamed_text is not None:
+                ctx.streamed_text.append(content)
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str):
+            ctx.finish_reasons.append(reason)
 
 
-def _usage(response: Json) -> Json | None:
-    usage = response.get("usage")
-    return usage if isinstance(usage, dict) else None
+def _format_cost(cost: float | None) -> bytes:
+    """Plain decimal USD (never exponent notation), or "unknown" — never a silent 0."""
+    if cost is None:
+        return b"unknown"
+    return (f"{cost:.10f}".rstrip("0").rstrip(".") or "0").encode()
 
 
 def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:

@@ -1,13 +1,22 @@
-"""Shared CLI plumbing: error mapping to exit codes and the ``-c`` option."""
+"""Shared CLI plumbing: exit codes, the ``-c`` option, durations, dollars, the database."""
 
 from __future__ import annotations
 
+import re
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from keel.errors import CallerError, ConfigError, KeelError
+from keel.errors import CallerError, ConfigError, InvalidRequest, KeelError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from keel.config import KeelConfig
 
 DEFAULT_CONFIG = "keel.yaml"
 
@@ -20,6 +29,61 @@ config_option = click.option(
     type=click.Path(dir_okay=False),
     help="Path to keel.yaml.",
 )
+
+
+_DURATION = re.compile(r"(\d+)([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_MAX_DURATION = timedelta(days=36525)
+
+
+def parse_duration(text: str, param: str) -> timedelta:
+    """``30d``, ``12h``, ``90m`` or ``2w`` as a positive timedelta."""
+    match = _DURATION.fullmatch(text.strip())
+    try:
+        lifetime = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}) if match else None
+    except OverflowError:
+        lifetime = None
+    if lifetime is None or not timedelta(0) < lifetime <= _MAX_DURATION:
+        raise InvalidRequest(
+            f"{param}: {text!r} is not a duration; expected a positive whole number and"
+            " a unit m, h, d or w, up to 100 years, e.g. 30d",
+            param=param,
+        )
+    return lifetime
+
+
+@contextmanager
+def open_database(config_path: str) -> Iterator[tuple[KeelConfig, Engine]]:
+    """The validated config and a migrated engine on its database, disposed on exit."""
+    from keel.config import load_config
+    from keel.store import make_engine, upgrade
+
+    config = load_config(config_path)
+    engine = make_engine(config.database_url)
+    try:
+        upgrade(engine)
+        yield config, engine
+    finally:
+        engine.dispose()
+
+
+def format_usd(amount: float) -> str:
+    """Dollars with enough digits that a single cheap call does not read as $0."""
+    if amount == 0:
+        return "$0"
+    if abs(amount) >= 100:
+        return f"${amount:,.2f}"
+    if abs(amount) >= 0.01:
+        return f"${amount:,.4f}"
+    # Plain decimals, never exponent notation; a nano-dollar is the stored precision.
+    return "$" + (f"{amount:.9f}".rstrip("0").rstrip(".") or "0")
+
+
+def dumps(payload: Any) -> str:
+    """Indented JSON for ``--format json``; dataclasses, datetimes and dates included."""
+    import orjson
+
+    return orjson.dumps(payload, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def exit_code(error: KeelError) -> int:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from keel.cli._base import KeelGroup, config_option
-from keel.errors import InvalidRequest
+from keel.cli._base import KeelGroup, config_option, parse_duration
 
 if TYPE_CHECKING:
     from keel.store import KeyRecord, KeyStore
 
-_DURATION = re.compile(r"(\d+)([mhdw])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_MAX_LIFETIME = timedelta(days=36525)
 _FORMAT = click.option(
     "--format",
     "fmt",
@@ -27,22 +22,6 @@ _FORMAT = click.option(
     show_default=True,
     help="json prints one machine-readable document for scripts.",
 )
-
-
-def parse_duration(text: str, param: str) -> timedelta:
-    """``30d``, ``12h``, ``90m`` or ``2w`` as a positive timedelta."""
-    match = _DURATION.fullmatch(text.strip())
-    try:
-        lifetime = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}) if match else None
-    except OverflowError:
-        lifetime = None
-    if lifetime is None or not timedelta(0) < lifetime <= _MAX_LIFETIME:
-        raise InvalidRequest(
-            f"{param}: {text!r} is not a duration; expected a positive whole number and"
-            " a unit m, h, d or w, up to 100 years, e.g. 30d",
-            param=param,
-        )
-    return lifetime
 
 
 @contextmanager

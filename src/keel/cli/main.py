@@ -7,9 +7,13 @@ import click
 from keel import __version__
 from keel.cli._base import KeelGroup
 from keel.cli.config_cmd import config
+from keel.cli.cost import cost
+from keel.cli.gc import gc
 from keel.cli.keys import keys
+from keel.cli.replay import replay
 from keel.cli.serve import serve
 from keel.cli.sim import sim
+from keel.cli.traces import traces
 
 
 @click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +26,10 @@ cli.add_command(serve)
 cli.add_command(sim)
 cli.add_command(keys)
 cli.add_command(config)
+cli.add_command(traces)
+cli.add_command(cost)
+cli.add_command(replay)
+cli.add_command(gc)
 
 
 def main() -> None:

@@ -39,6 +39,15 @@ class RequestContext:
     usage: Json | None = None
     ttft_ms: float | None = None
     streamed_chars: int = 0
+    # telemetry
+    trace_id: str = ""
+    parent_span_id: str | None = None
+    span_id: str = ""
+    stages: list[tuple[str, float, float]] = field(default_factory=list)
+    capture: bool = False  # keep prompt and answer text for this request
+    streamed_text: list[str] | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    cost_usd: float | None = None
 
     @property
     def tenant(self) -> str | None:

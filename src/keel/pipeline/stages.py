@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import orjson
@@ -122,8 +123,13 @@ class Pipeline:
         self.stages = stages
 
     async def run(self, ctx: RequestContext) -> None:
+        stages = ctx.stages
         for stage in self.stages:
-            await stage(ctx)
+            started = time.monotonic()
+            try:
+                await stage(ctx)
+            finally:
+                stages.append((stage.name, started, time.monotonic()))
 
 
 def build_pipeline(router: Router, resolver: KeyResolver) -> Pipeline:

@@ -343,10 +343,14 @@ class _Walk:
         self, alias: ModelAlias, target: _Target, outcome: str, status: int | None, started: float
     ) -> None:
         elapsed = (self.clock() - started) * 1000
-        self.summaries.append(AttemptSummary(alias.alias, target.name, outcome, status, elapsed))
+        self.summaries.append(
+            AttemptSummary(alias.alias, target.name, outcome, status, elapsed, started)
+        )
 
     def _skip(self, alias: ModelAlias, target: _Target, outcome: str) -> None:
-        self.summaries.append(AttemptSummary(alias.alias, target.name, outcome, None, 0.0))
+        self.summaries.append(
+            AttemptSummary(alias.alias, target.name, outcome, None, 0.0, self.clock())
+        )
 
     def deadline_error(self) -> RoutingError:
         return DeadlineExceeded(

@@ -76,3 +76,112 @@ api_keys = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
 )
+
+# --- requests, spend rollups, feedback (migration 0002) --------------------------
+#
+# Column widths are enforced by PostgreSQL (not SQLite), so the row builder in
+# ``keel.store._rows`` clips caller-supplied text to them: one oversized
+# ``user`` field must never fail the whole batch it arrived in.
+ID_LEN = 128
+NAME_LEN = 200
+SHORT_LEN = 64
+TAG_LEN = 16
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("request_id", sa.String(ID_LEN), primary_key=True),
+    sa.Column("trace_id", sa.String(32), nullable=False),
+    sa.Column("span_id", sa.String(16), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("tenant", sa.String(ID_LEN), nullable=True),
+    sa.Column("key_id", sa.Integer, nullable=True),
+    sa.Column("end_user", sa.String(ID_LEN), nullable=True),
+    sa.Column("feature", sa.String(ID_LEN), nullable=True),
+    sa.Column("alias", sa.String(NAME_LEN), nullable=True),
+    sa.Column("served_alias", sa.String(NAME_LEN), nullable=True),
+    sa.Column("deployment", sa.String(NAME_LEN), nullable=True),
+    sa.Column("provider_model", sa.String(NAME_LEN), nullable=True),
+    sa.Column("operation", sa.String(TAG_LEN), nullable=False),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("http_status", sa.SmallInteger, nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("error_type", sa.String(ID_LEN), nullable=True),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("cached_input_tokens", sa.Integer, nullable=False),
+    sa.Column("cache_write_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    sa.Column("usage_estimated", sa.Boolean, nullable=False),
+    # Nano-USD, exact integer arithmetic in sums; NULL = unknown price, never 0.
+    sa.Column("cost_nano", sa.BigInteger, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("ttft_ms", sa.Float, nullable=True),
+    sa.Column("attempt_count", sa.SmallInteger, nullable=False),
+    sa.Column("prompt_name", sa.String(NAME_LEN), nullable=True),
+    sa.Column("prompt_version", sa.String(SHORT_LEN), nullable=True),
+    sa.Column("prompt_hash", sa.String(ID_LEN), nullable=True),
+    sa.Column("variant", sa.String(SHORT_LEN), nullable=True),
+    sa.Column("cache", sa.String(TAG_LEN), nullable=True),
+    sa.Column("guardrail", sa.String(TAG_LEN), nullable=True),
+    sa.Column("shadow", sa.Boolean, nullable=False),
+    # Per-request detail only (attempts, stages...): nothing static is repeated per row.
+    sa.Column("detail", sa.JSON, nullable=False),
+    # Prompt and answer, only when capture_content is on: SQL NULL otherwise.
+    sa.Column("content", sa.JSON(none_as_null=True), nullable=True),
+    sa.Index("ix_requests_tenant_started_at", "tenant", "started_at"),
+    sa.Index("ix_requests_started_at", "started_at"),
+    sa.Index("ix_requests_trace_id", "trace_id"),
+)
+
+# The key of one rollup row. '' stands for "none" because NULLs never collide
+# in a unique constraint, which would turn every upsert into a new row.
+SPEND_KEY = (
+    "day",
+    "tenant",
+    "end_user",
+    "feature",
+    "alias",
+    "provider_model",
+    "prompt_version",
+    "variant",
+)
+SPEND_COUNTERS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "cost_nano",
+    "unknown_cost_requests",
+)
+
+spend_daily = sa.Table(
+    "spend_daily",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("tenant", sa.String(ID_LEN), nullable=False),
+    sa.Column("end_user", sa.String(ID_LEN), nullable=False),
+    sa.Column("feature", sa.String(ID_LEN), nullable=False),
+    sa.Column("alias", sa.String(NAME_LEN), nullable=False),
+    sa.Column("provider_model", sa.String(NAME_LEN), nullable=False),
+    sa.Column("prompt_version", sa.String(SHORT_LEN), nullable=False),
+    sa.Column("variant", sa.String(SHORT_LEN), nullable=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False) for name in SPEND_COUNTERS),
+    sa.UniqueConstraint(*SPEND_KEY, name="uq_spend_daily_key"),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # No foreign key: retention deletes feedback with its request explicitly,
+    # and request rows are bulk-inserted without paying for constraint checks.
+    sa.Column("request_id", sa.String(ID_LEN), nullable=False, index=True),
+    sa.Column("tenant", sa.String(ID_LEN), nullable=True),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("comment", sa.String(4000), nullable=True),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,103 @@
+"""Everything a gateway process holds, built once in the lifespan and torn down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from keel.config import KeelConfig
+from keel.costs import PriceBook
+from keel.pipeline import Pipeline, build_pipeline
+from keel.pipeline.emit import Emitter
+from keel.providers import Upstream, build_upstream
+from keel.routing import Router
+from keel.store import KeyResolver, KeyStore, RequestStore, make_engine
+from keel.telemetry import Sink, TelemetryWriter
+from keel.telemetry.log import RequestLog
+from keel.telemetry.metrics import Metrics
+from keel.telemetry.sinks import ExportSink, MetricsSink, StoreSink
+
+log = logging.getLogger("keel.api")
+
+
+@dataclass(slots=True)
+class AppState:
+    config: KeelConfig
+    engine: Engine
+    upstreams: dict[str, Upstream]
+    router: Router
+    resolver: KeyResolver
+    pipeline: Pipeline
+    requests: RequestStore
+    metrics: Metrics
+    writer: TelemetryWriter
+    emitter: Emitter
+
+
+@asynccontextmanager
+async def app_state(
+    config: KeelConfig,
+    *,
+    upstreams: dict[str, Upstream] | None = None,
+    router: Router | None = None,
+) -> AsyncIterator[AppState]:
+    engine = make_engine(config.database_url)
+    built = upstreams
+    if built is None:
+        built = {name: build_upstream(name, p) for name, p in config.providers.items()}
+    routes = router or Router(config, built)
+    resolver = KeyResolver(KeyStore(engine))
+    requests = RequestStore(engine)
+    # Known aliases only: made-up model names must not mint new series.
+    metrics = Metrics(known_aliases=[m.alias for m in config.models])
+    sinks: list[Sink] = [
+        RequestLog(config.telemetry.log),
+        MetricsSink(metrics),
+        StoreSink(requests),
+    ]
+    if config.telemetry.otlp is not None:
+        from keel.telemetry.otlp import OTLPSink  # the OTLP stack only loads when configured
+
+        otlp = OTLPSink(config.telemetry.otlp, capture_content=config.telemetry.capture_content)
+        sinks.append(ExportSink(otlp))
+    writer = TelemetryWriter(config.telemetry, sinks, on_drop=metrics.dropped)
+    metrics.set_queue_depth_source(lambda: writer.depth)
+    metrics.set_breaker_source(lambda: {n: b.state.value for n, b in routes.breakers.items()})
+    prices = PriceBook(config)
+    state = AppState(
+        config=config,
+        engine=engine,
+        upstreams=built,
+        router=routes,
+        resolver=resolver,
+        pipeline=build_pipeline(routes, resolver),
+        requests=requests,
+        metrics=metrics,
+        writer=writer,
+        emitter=Emitter(config, prices, writer),
+    )
+    writer.start()
+    # The price table takes a moment to load; do it beside serving, not before.
+    warming = asyncio.ensure_future(asyncio.to_thread(prices.warm))
+    # Everything built so far lives as long as the process: keep it out of
+    # the collector's full passes, which otherwise stall requests.
+    gc.freeze()
+    try:
+        yield state
+    finally:
+        warming.cancel()
+        # Requests have finished (the server drained them); now drain their records.
+        await asyncio.to_thread(writer.stop)
+        if upstreams is None:  # injected upstreams belong to the caller
+            results = await asyncio.gather(
+                *(u.aclose() for u in built.values()), return_exceptions=True
+            )
+            for failed in (r for r in results if isinstance(r, BaseException)):
+                log.warning("closing an upstream failed: %r", failed)
+        engine.dispose()

@@ -130,10 +130,16 @@ def _keel_cli() -> list[str]:
     return [str(script)] if script.exists() else [PYTHON, "-m", "keel"]
 
 
-def start_keel(procs: Procs, tmp: Path, upstream: Target, workers: int) -> Target:
+def start_keel(
+    procs: Procs, tmp: Path, upstream: Target, workers: int, *, name: str = "keel", extra: str = ""
+) -> Target:
+    """``keel serve`` on the fixed upstream; ``extra`` is appended to its keel.yaml."""
     port = free_port()
-    config = tmp / "keel.yaml"
-    config.write_text(KEEL_YAML.format(port=port, db=tmp / "keel.db", upstream=upstream.port))
+    home = tmp / name
+    home.mkdir(exist_ok=True)
+    config = home / "keel.yaml"
+    text = KEEL_YAML.format(port=port, db=home / "keel.db", upstream=upstream.port)
+    config.write_text(text + extra)
     created = subprocess.run(
         [*_keel_cli(), "keys", "create", "--tenant", "bench", "-c", str(config), "--format=json"],
         capture_output=True,
@@ -145,12 +151,12 @@ def start_keel(procs: Procs, tmp: Path, upstream: Target, workers: int) -> Targe
     cmd = [*_keel_cli(), "serve", "-c", str(config), "--port", str(port)]
     cmd += ["--log-level", "warning", "--workers", str(workers)]
     started = time.perf_counter()
-    proc = procs.spawn("keel", cmd)
+    proc = procs.spawn(name, cmd)
     try:
         ready = wait_ready(proc, port, "/healthz", started, 30)
     except RuntimeError as exc:
-        raise SystemExit(f"keel serve did not start: {exc}\n{procs.log_tail('keel')}") from None
-    return Target("keel", port, "/v1/chat/completions", key=key, pid=proc.pid, ready_s=ready)
+        raise SystemExit(f"keel serve did not start: {exc}\n{procs.log_tail(name)}") from None
+    return Target(name, port, "/v1/chat/completions", key=key, pid=proc.pid, ready_s=ready)
 
 
 def start_floor(procs: Procs, upstream: Target) -> Target:

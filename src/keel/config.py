@@ -196,6 +196,8 @@ class OTLPConfig(Strict):
 
 
 class TelemetryConfig(Strict):
+    # Off: no log line, metrics, stored rows or spans (the cost header stays).
+    enabled: bool = True
     capture_content: bool = True
     capture_content_exclude: list[str] = []  # tenants whose prompts and answers are never kept
     log: LogConfig = LogConfig()

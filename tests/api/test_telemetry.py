@@ -174,3 +174,34 @@ async def test_captured_content_includes_a_streamed_answer(tmp_path: Path) -> No
     assert stored.content["request_body"]["messages"] == HELLO
     assert stored.content["response_text"]
     assert stored.output_tokens > 0
+
+
+async def test_spans_reach_an_otlp_collector_under_the_callers_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otlp_support import attributes, otlp_receiver
+
+    with otlp_receiver(monkeypatch) as collector:
+        cfg = config(tmp_path, otlp={"endpoint": collector.url, "timeout_s": 2})
+        async with open_gateway(cfg) as gw:
+            response = await gw.chat(
+                {"model": "fast", "messages": HELLO},
+                headers={"traceparent": f"00-{TRACE}-{PARENT}-01"},
+            )
+            settle(gw)
+        spans = collector.spans()
+    root_id = response.headers["traceparent"].split("-")[2]
+    [root] = [s for s in spans if s.span_id.hex() == root_id]
+    assert root.trace_id.hex() == TRACE
+    assert root.parent_span_id.hex() == PARENT
+    attrs = attributes(root.attributes)
+    usage = response.json()["usage"]
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.request.model"] == "fast"
+    assert attrs["gen_ai.usage.input_tokens"] == usage["prompt_tokens"]
+    assert attrs["gen_ai.usage.output_tokens"] == usage["completion_tokens"]
+    assert attrs["keel.tenant"] == "acme"
+    children = [s for s in spans if s.span_id.hex() != root_id]
+    assert children and all(s.parent_span_id.hex() == root_id for s in children)
+    attempt = next(s for s in children if s.name.startswith("chat "))
+    assert attributes(attempt.attributes)["gen_ai.request.model"] == "priced"

@@ -2,90 +2,26 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
-import threading
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import SecretStr
 from telemetry_records import CALLER_SPAN_ID, ROOT_SPAN_ID, TRACE_ID, make_record
 
 from keel.config import OTLPConfig
 from keel.telemetry.otlp import OTLPSink
+from otlp_support import Receiver, attributes, otlp_receiver
 
 API_KEY = "collector-key-do-not-log"
 
 
-@dataclass
-class Receiver:
-    url: str
-    status: int = 200
-    requests: list[ExportTraceServiceRequest] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-
-    def spans(self) -> list[Span]:
-        return [
-            span
-            for request in self.requests
-            for resource_spans in request.resource_spans
-            for scope_spans in resource_spans.scope_spans
-            for span in scope_spans.spans
-        ]
-
-
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    # requests honours proxy variables; loopback must be reached directly.
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    state = Receiver(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            encoding = self.headers.get("Content-Encoding")
-            if encoding == "gzip":
-                body = gzip.decompress(body)
-            elif encoding == "deflate":
-                body = zlib.decompress(body)
-            state.headers.append({k.lower(): v for k, v in self.headers.items()})
-            if state.status != 200:
-                self.send_response(state.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            state.requests.append(ExportTraceServiceRequest.FromString(body))
-            reply = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with otlp_receiver(monkeypatch) as running:
+        yield running
 
 
 def sink_for(receiver: Receiver, **kwargs: Any) -> OTLPSink:
@@ -96,17 +32,6 @@ def sink_for(receiver: Receiver, **kwargs: Any) -> OTLPSink:
         service_name="keel-test",
     )
     return OTLPSink(config, **kwargs)
-
-
-def value(v: AnyValue) -> object:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
-
-
-def attributes(items: Any) -> dict[str, object]:
-    return {kv.key: value(kv.value) for kv in items if isinstance(kv, KeyValue)}
 
 
 def test_export_delivers_genai_spans_with_trace_and_parent_ids(receiver: Receiver) -> None:

@@ -28,7 +28,8 @@ class Emitter:
     def __init__(self, config: KeelConfig, prices: Pricing, writer: TelemetryWriter) -> None:
         self._prices = prices
         self._writer = writer
-        self._capture = config.telemetry.capture_content
+        self._enabled = config.telemetry.enabled
+        self._capture = config.telemetry.enabled and config.telemetry.capture_content
         self._no_capture = frozenset(config.telemetry.capture_content_exclude)
         self._deployments = {
             d.name: (d.provider, d.model) for m in config.models for d in m.deployments
@@ -47,6 +48,8 @@ class Emitter:
 
     def finish(self, ctx: RequestContext, http_status: int, error: KeelError | None) -> None:
         """Queue the request's record. Never raises into the response path."""
+        if not self._enabled:
+            return
         route = ctx.route
         usage = usage_of(ctx)
         if route is not None and ctx.cost_usd is None:

@@ -287,7 +287,6 @@ def test_migration_0002_is_idempotent(engine: sa.Engine, rs: RequestStore) -> No
     assert {
         "ix_requests_tenant_started_at",
         "ix_requests_started_at",
-        "ix_requests_trace_id",
     } <= indexes
     assert rs.get(record.request_id, tenant=None) is not None
     assert _count(engine, spend_daily) == 1

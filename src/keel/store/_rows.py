@@ -1,22 +1,29 @@
-"""From a ``RequestRecord`` to a stored row and to its share of a rollup.
+"""From ``RequestRecord``s to stored rows and to their share of the rollups.
 
-Pure functions, no I/O: the write path builds every row and aggregates the
-whole batch in Python, so the database sees one executemany per table.
+Pure functions, no I/O: the write path encodes a whole batch in Python, in
+one pass, into plain tuples the database driver takes as they are (see
+``keel.store._bulk``), so the database sees one executemany per table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any
 
-from keel.store.tables import ID_LEN, NAME_LEN, SHORT_LEN, SPEND_COUNTERS, SPEND_KEY, TAG_LEN
+from keel.store.db import json_dumps
+from keel.store.tables import ID_LEN, NAME_LEN, SHORT_LEN, SPEND_COUNTERS, TAG_LEN
 from keel.telemetry.record import RequestRecord
 
 NANO_PER_USD = 1_000_000_000
 
+# One row as the driver takes it: values in the table's column order.
+Row = tuple[Any, ...]
+# Epoch seconds -> (the ``started_at`` value, the rollup ``day`` value), both
+# already in the form the database stores (see ``keel.store._bulk``).
+Stamp = Callable[[float], tuple[Any, Any]]
 # day, tenant, end_user, feature, alias, provider_model, prompt_version, variant
-RollupKey = tuple[date, str, str, str, str, str, str, str]
+RollupKey = tuple[date | str, str, str, str, str, str, str, str]
 
 
 def cost_nano(cost_usd: float | None) -> int | None:
@@ -26,10 +33,6 @@ def cost_nano(cost_usd: float | None) -> int | None:
 
 def usd(nano: int | None) -> float | None:
     return None if nano is None else nano / NANO_PER_USD
-
-
-def started_at(record: RequestRecord) -> datetime:
-    return datetime.fromtimestamp(record.started_at, UTC)
 
 
 def _clip(value: str | None, limit: int) -> str | None:
@@ -79,84 +82,93 @@ def _detail(record: RequestRecord) -> dict[str, Any]:
     return detail
 
 
-def _content(record: RequestRecord) -> dict[str, Any] | None:
+def _content(record: RequestRecord) -> str | None:
+    # SQL NULL (not JSON null) when nothing was captured: "IS NULL" finds those rows.
     if record.request_body is None and record.response_text is None:
         return None
-    return {"request_body": record.request_body, "response_text": record.response_text}
+    return json_dumps({"request_body": record.request_body, "response_text": record.response_text})
 
 
-def request_row(record: RequestRecord) -> dict[str, Any]:
-    """The ``requests`` row for ``record``: its own facts only, nothing static."""
-    usage = record.usage
-    return {
-        "request_id": record.request_id,
-        "trace_id": record.trace_id,
-        "span_id": record.span_id,
-        "started_at": started_at(record),
-        "tenant": _clip(record.tenant, ID_LEN),
-        "key_id": record.key_id,
-        "end_user": _clip(record.end_user, ID_LEN),
-        "feature": _clip(record.feature, ID_LEN),
-        "alias": _clip(record.alias, NAME_LEN),
-        "served_alias": _clip(record.served_alias, NAME_LEN),
-        "deployment": _clip(record.deployment, NAME_LEN),
-        "provider_model": _clip(record.provider_model, NAME_LEN),
-        "operation": record.operation,
-        "stream": record.stream,
-        "http_status": record.http_status,
-        "status": record.status,
-        "error_type": _clip(record.error_type, ID_LEN),
-        "input_tokens": usage.input_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "output_tokens": usage.output_tokens,
-        "usage_estimated": usage.estimated,
-        "cost_nano": cost_nano(record.cost_usd),
-        "latency_ms": _ms(record.latency_ms),
-        "ttft_ms": None if record.ttft_ms is None else _ms(record.ttft_ms),
-        "attempt_count": len(record.attempts),
-        "prompt_name": _clip(record.prompt_name, NAME_LEN),
-        "prompt_version": _clip(record.prompt_version, SHORT_LEN),
-        "prompt_hash": _clip(record.prompt_hash, ID_LEN),
-        "variant": _clip(record.variant, SHORT_LEN),
-        "cache": _clip(record.cache, TAG_LEN),
-        "guardrail": _clip(record.guardrail, TAG_LEN),
-        "shadow": record.shadow,
-        "detail": _detail(record),
-        "content": _content(record),
-    }
+def encode_batch(
+    records: Sequence[RequestRecord], keep: Sequence[bool], stamp: Stamp
+) -> tuple[list[Row], list[Row]]:
+    """The ``requests`` rows of the kept records and one rollup increment per key.
 
-
-def _key_part(value: str | None, limit: int) -> str:
-    return _clip(value, limit) or ""
-
-
-def rollup_key(record: RequestRecord) -> RollupKey:
-    """The ``spend_daily`` row ``record`` counts towards ('' for none, UTC day)."""
-    return (
-        started_at(record).date(),
-        _key_part(record.tenant, ID_LEN),
-        _key_part(record.end_user, ID_LEN),
-        _key_part(record.feature, ID_LEN),
-        # The alias the caller asked for: what an application owner budgets by.
-        _key_part(record.alias, NAME_LEN),
-        _key_part(record.provider_model, NAME_LEN),
-        _key_part(record.prompt_version, SHORT_LEN),
-        _key_part(record.variant, SHORT_LEN),
-    )
-
-
-def aggregate(records: Iterable[RequestRecord]) -> list[dict[str, Any]]:
-    """One rollup increment per distinct key in ``records``.
-
-    Aggregating first keeps each key once per statement: PostgreSQL refuses an
-    upsert that touches the same row twice, and fewer rows are cheaper anyway.
+    A request row holds the record's own facts only, nothing static, in the
+    column order of ``tables.requests``; JSON columns are already text.
+    An increment is a ``spend_daily`` key (SPEND_KEY, '' for none) followed by
+    its counters (SPEND_COUNTERS), for every record, kept or not. Aggregating
+    first keeps each key once per statement: PostgreSQL refuses an upsert
+    that touches the same row twice, and fewer rows are cheaper anyway.
+    One pass: the clipped names, timestamp and cost serve both.
     """
+    rows: list[Row] = []
     sums: dict[RollupKey, list[int]] = {}
-    for record in records:
-        counters = sums.setdefault(rollup_key(record), [0] * len(SPEND_COUNTERS))
+    for record, kept in zip(records, keep, strict=True):
+        at, day = stamp(record.started_at)
+        tenant = _clip(record.tenant, ID_LEN)
+        end_user = _clip(record.end_user, ID_LEN)
+        feature = _clip(record.feature, ID_LEN)
+        alias = _clip(record.alias, NAME_LEN)
+        provider_model = _clip(record.provider_model, NAME_LEN)
+        prompt_version = _clip(record.prompt_version, SHORT_LEN)
+        variant = _clip(record.variant, SHORT_LEN)
         usage = record.usage
         nano = cost_nano(record.cost_usd)
+        if kept:
+            rows.append(
+                (
+                    record.request_id,
+                    record.trace_id,
+                    record.span_id,
+                    at,
+                    tenant,
+                    record.key_id,
+                    end_user,
+                    feature,
+                    alias,
+                    _clip(record.served_alias, NAME_LEN),
+                    _clip(record.deployment, NAME_LEN),
+                    provider_model,
+                    record.operation,
+                    record.stream,
+                    record.http_status,
+                    record.status,
+                    _clip(record.error_type, ID_LEN),
+                    usage.input_tokens,
+                    usage.cached_input_tokens,
+                    usage.cache_write_tokens,
+                    usage.output_tokens,
+                    usage.estimated,
+                    nano,
+                    _ms(record.latency_ms),
+                    None if record.ttft_ms is None else _ms(record.ttft_ms),
+                    len(record.attempts),
+                    _clip(record.prompt_name, NAME_LEN),
+                    prompt_version,
+                    _clip(record.prompt_hash, ID_LEN),
+                    variant,
+                    _clip(record.cache, TAG_LEN),
+                    _clip(record.guardrail, TAG_LEN),
+                    record.shadow,
+                    json_dumps(_detail(record)),
+                    _content(record),
+                )
+            )
+        # The alias the caller asked for: what an application owner budgets by.
+        key = (
+            day,
+            tenant or "",
+            end_user or "",
+            feature or "",
+            alias or "",
+            provider_model or "",
+            prompt_version or "",
+            variant or "",
+        )
+        counters = sums.get(key)
+        if counters is None:
+            counters = sums[key] = [0] * len(SPEND_COUNTERS)
         counters[0] += 1
         counters[1] += record.status == "error"
         counters[2] += usage.input_tokens
@@ -167,7 +179,4 @@ def aggregate(records: Iterable[RequestRecord]) -> list[dict[str, Any]]:
             counters[7] += 1
         else:
             counters[6] += nano
-    return [
-        dict(zip(SPEND_KEY, key, strict=True)) | dict(zip(SPEND_COUNTERS, values, strict=True))
-        for key, values in sums.items()
-    ]
+    return rows, [(*key, *values) for key, values in sums.items()]

@@ -17,13 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from keel.errors import InvalidRequest, NotFound
+from keel.store import _bulk, rollups
 from keel.store import feedback as fb
-from keel.store import rollups
-from keel.store._rows import aggregate, request_row, usd
+from keel.store._rows import encode_batch, usd
 from keel.store.db import translate_errors
 from keel.store.feedback import FeedbackRecord
 from keel.store.rollups import MixRow, SpendRow, UsefulRow
-from keel.store.tables import SPEND_COUNTERS, SPEND_KEY, feedback, requests, spend_daily
+from keel.store.tables import feedback, requests
 from keel.telemetry.record import RequestRecord
 
 Clock = Callable[[], datetime]
@@ -96,16 +96,6 @@ class StoredRequest:
         return usd(self.cost_nano)
 
 
-def _insert(conn: sa.Connection) -> Any:
-    # ON CONFLICT is dialect-specific in SQLAlchemy; both databases support it.
-    insert: Any
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
 def _aware(value: datetime, param: str) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidRequest(f"{param}: must be a timezone-aware datetime", param=param)
@@ -131,20 +121,11 @@ class RequestStore:
             raise ValueError(f"{len(records)} records but {len(keep)} keep flags")
         if not records:
             return
-        rows = [request_row(r) for r, kept in zip(records, keep, strict=True) if kept]
-        increments = aggregate(records)
+        bulk = _bulk.writer(self._engine.dialect)
+        # Encoded before taking a connection: the transaction only runs the two statements.
+        rows, increments = encode_batch(records, keep, bulk.stamp)
         with translate_errors(self._engine, "writing requests"), self._engine.begin() as conn:
-            insert = _insert(conn)
-            if rows:
-                conn.execute(insert(requests).on_conflict_do_nothing(), rows)
-            upsert = insert(spend_daily)
-            conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=list(SPEND_KEY),
-                    set_={c: spend_daily.c[c] + upsert.excluded[c] for c in SPEND_COUNTERS},
-                ),
-                increments,
-            )
+            bulk.write(conn, rows, increments)
 
     # --- traces --------------------------------------------------------------------
 

@@ -130,7 +130,6 @@ requests = sa.Table(
     sa.Column("content", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_requests_tenant_started_at", "tenant", "started_at"),
     sa.Index("ix_requests_started_at", "started_at"),
-    sa.Index("ix_requests_trace_id", "trace_id"),
 )
 
 # The key of one rollup row. '' stands for "none" because NULLs never collide

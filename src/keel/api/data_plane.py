@@ -78,8 +78,7 @@ class DataPlaneEndpoint:
         except ClientGone:
             return
         except KeelError as error:
-            await send_error(send, error, headers)
-            emit.finish(ctx, http_status(error), error)
+            await _fail(send, ctx, emit, error, headers)
             return
         watch = DisconnectWatch(receive)
         try:
@@ -94,14 +93,11 @@ class DataPlaneEndpoint:
             return
         except KeelError as error:
             watch.stop()
-            await send_error(send, error, [*headers, *_route_headers(ctx)])
-            emit.finish(ctx, http_status(error), error)
+            await _fail(send, ctx, emit, error, [*headers, *_route_headers(ctx)])
             return
         except Exception:
             watch.stop()
-            bug = internal_error(scope["path"])
-            await send_error(send, bug, headers)
-            emit.finish(ctx, 500, bug)
+            await _fail(send, ctx, emit, internal_error(scope["path"]), headers)
             return
         ctx.capture = emit.captures(ctx.tenant)
         if ctx.opened is not None:
@@ -109,15 +105,29 @@ class DataPlaneEndpoint:
             return
         watch.stop()
         assert ctx.route is not None
-        cost = emit.price(ctx)
-        cost_header = (b"x-keel-cost-usd", _format_cost(cost))
-        await send_json(
-            send,
-            200,
-            orjson.dumps(ctx.route.response),
-            [*headers, *_route_headers(ctx), cost_header],
-        )
-        emit.finish(ctx, 200, None)
+        cost_header = (b"x-keel-cost-usd", _format_cost(emit.price(ctx)))
+        try:
+            await send_json(
+                send,
+                200,
+                orjson.dumps(ctx.route.response),
+                [*headers, *_route_headers(ctx), cost_header],
+            )
+        finally:
+            emit.finish(ctx, 200, None)  # the upstream answered and was paid for either way
+
+
+async def _fail(
+    send: Send,
+    ctx: RequestContext,
+    emit: Emitter,
+    error: KeelError,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    try:
+        await send_error(send, error, headers)
+    finally:
+        emit.finish(ctx, http_status(error), error)
 
 
 async def _stream(

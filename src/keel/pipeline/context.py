@@ -48,6 +48,7 @@ class RequestContext:
     streamed_text: list[str] | None = None
     finish_reasons: list[str] = field(default_factory=list)
     cost_usd: float | None = None
+    priced: bool = False  # cost_usd is final (None then means: unknown price)
 
     @property
     def tenant(self) -> str | None:

@@ -39,11 +39,12 @@ class Emitter:
         """Keep this tenant's prompts and answers? (telemetry.capture_content)"""
         return self._capture and tenant not in self._no_capture
 
-    def price(self, ctx: RequestContext) -> float | None:
+    def price(self, ctx: RequestContext, usage: Usage | None = None) -> float | None:
         """The call's cost in USD from its usage; None when the price is unknown."""
-        if ctx.route is None:
-            return None
-        ctx.cost_usd = self._prices.cost(ctx.route.deployment, usage_of(ctx))
+        if ctx.route is not None and not ctx.priced:
+            counted = usage if usage is not None else usage_of(ctx)
+            ctx.cost_usd = self._prices.cost(ctx.route.deployment, counted)
+            ctx.priced = True
         return ctx.cost_usd
 
     def finish(self, ctx: RequestContext, http_status: int, error: KeelError | None) -> None:
@@ -52,8 +53,7 @@ class Emitter:
             return
         route = ctx.route
         usage = usage_of(ctx)
-        if route is not None and ctx.cost_usd is None:
-            ctx.cost_usd = self._prices.cost(route.deployment, usage)
+        self.price(ctx, usage)
         provider, provider_model = self._deployments.get(
             route.deployment if route else "", (None, None)
         )

@@ -94,3 +94,13 @@ def test_config_check_cli(tmp_path: Path) -> None:
     good = Path(__file__).parents[1] / "examples/quickstart/keel.yaml"
     result = CliRunner().invoke(cli, ["config", "check", str(good)])
     assert result.exit_code == 0, result.output
+
+
+def test_an_unquoted_yaml_off_means_off(tmp_path: Path) -> None:
+    path = tmp_path / "keel.yaml"
+    path.write_text(
+        "providers: {sim: {kind: simulator}}\n"
+        "models: [{alias: fast, deployments: [{provider: sim, model: a}]}]\n"
+        "telemetry: {log: {destination: off}}\n"
+    )
+    assert load_config(path).telemetry.log.destination == "off"

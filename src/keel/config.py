@@ -180,6 +180,12 @@ class LogConfig(Strict):
     destination: Literal["stdout", "file", "off"] = "stdout"
     path: str = ".keel/requests.log"
 
+    @field_validator("destination", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted `off` as false; it means "off" here.
+        return "off" if value is False else value
+
 
 class SamplingConfig(Strict):
     """Tail-based: decided when the request is over, on what happened."""

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from telemetry_records import make_record
 
 from keel.telemetry import Usage
 from keel.telemetry.metrics import Metrics
+from telemetry_records import make_record
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import SecretStr
-from telemetry_records import CALLER_SPAN_ID, ROOT_SPAN_ID, TRACE_ID, make_record
 
 from keel.config import OTLPConfig
 from keel.telemetry.otlp import OTLPSink
 from otlp_support import Receiver, attributes, otlp_receiver
+from telemetry_records import CALLER_SPAN_ID, ROOT_SPAN_ID, TRACE_ID, make_record
 
 API_KEY = "collector-key-do-not-log"
 

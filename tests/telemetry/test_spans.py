@@ -10,10 +10,10 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
-from telemetry_records import CALLER_SPAN_ID, ROOT_SPAN_ID, STARTED_AT, TRACE_ID, make_record
 
 from keel.telemetry import Usage
 from keel.telemetry.spans import MAX_CONTENT_PART_CHARS, build_spans
+from telemetry_records import CALLER_SPAN_ID, ROOT_SPAN_ID, STARTED_AT, TRACE_ID, make_record
 
 RESOURCE = Resource({"service.name": "keel-test"})
 START_NS = int(STARTED_AT * 1e9)

@@ -7,9 +7,8 @@ exactly like a missing one, so not even its existence leaks.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,7 +19,7 @@ from keel.api.state import AppState
 from keel.config import format_path
 from keel.errors import InvalidRequest, NotFound
 from keel.pipeline import authenticate
-from keel.store import StoredRequest, TraceFilter
+from keel.store import TraceFilter
 
 MAX_LIST = 200
 
@@ -42,14 +41,6 @@ def _state(request: Request) -> AppState:
 
 def _json(payload: object, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
-
-
-def _trace(stored: StoredRequest) -> dict[str, Any]:
-    """A stored request as the API shows it: cost in USD (null when unknown)."""
-    payload = dataclasses.asdict(stored)
-    payload["cost_usd"] = stored.cost_usd
-    del payload["cost_nano"]
-    return payload
 
 
 async def feedback(request: Request) -> Response:
@@ -81,7 +72,7 @@ async def get_trace(request: Request) -> Response:
     stored = await asyncio.to_thread(state.requests.get, request_id, tenant=key.tenant)
     if stored is None:
         raise NotFound(f'no trace for request "{request_id}"', param="request_id")
-    return _json(_trace(stored))
+    return _json(stored.as_dict())
 
 
 async def list_traces(request: Request) -> Response:
@@ -106,4 +97,4 @@ async def list_traces(request: Request) -> Response:
         errors_only=query.get("errors") in ("1", "true"),
     )
     rows = await asyncio.to_thread(state.requests.list_requests, filters, limit=limit)
-    return _json({"object": "list", "data": [_trace(row) for row in rows]})
+    return _json({"object": "list", "data": [row.as_dict() for row in rows]})

@@ -6,7 +6,6 @@ configured database (the HTTP ``/v1/traces`` API is the tenant-scoped view).
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +80,7 @@ def list_(
     with open_database(config_path) as (_, engine):
         rows = RequestStore(engine).list_requests(filters, limit=limit)
     if fmt == "json":
-        click.echo(dumps([as_json(r) for r in rows]))
+        click.echo(dumps([r.as_dict() for r in rows]))
         return
     from rich.console import Console
 
@@ -98,7 +97,7 @@ def show(request_id: str, fmt: str, config_path: str) -> None:
     """Everything stored about REQUEST_ID: header, span tree, feedback, content."""
     stored = load_request(config_path, request_id)
     if fmt == "json":
-        click.echo(dumps(as_json(stored)))
+        click.echo(dumps(stored.as_dict()))
         return
     from rich.console import Console
 
@@ -306,11 +305,3 @@ def _feedback(stored: StoredRequest) -> RenderableType:
 
 
 # --- json ----------------------------------------------------------------------
-
-
-def as_json(stored: StoredRequest) -> dict[str, Any]:
-    """The stored request for scripts: USD instead of nano-USD, ISO times."""
-    data = asdict(stored)
-    data.pop("cost_nano")
-    data["cost_usd"] = stored.cost_usd  # null: unknown price, never 0
-    return data

@@ -10,7 +10,7 @@ rows. See docs/store.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -94,6 +94,13 @@ class StoredRequest:
     @property
     def cost_usd(self) -> float | None:
         return usd(self.cost_nano)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The request as readers see it: cost in USD (None when unknown), not nano-USD."""
+        data = asdict(self)
+        del data["cost_nano"]
+        data["cost_usd"] = self.cost_usd
+        return data
 
 
 def _aware(value: datetime, param: str) -> datetime:

@@ -19,10 +19,9 @@ from keel.api._asgi import request_id
 from keel.api.data_plane import DataPlaneEndpoint
 from keel.api.errors import error_response, internal_error
 from keel.api.records import feedback, get_trace, list_traces
-from keel.api.state import AppState, app_state
+from keel.api.state import AppState, app_state, caller, state_of
 from keel.config import KeelConfig
 from keel.errors import KeelError, MethodNotAllowed, NotFound
-from keel.pipeline import authenticate
 from keel.providers import Upstream
 from keel.routing import Router
 
@@ -92,14 +91,8 @@ class KeelApp:
         await self.control(scope, receive, send)
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.state.keel
-    return state
-
-
 async def list_models(request: Request) -> Response:
-    state = _state(request)
-    await authenticate(state.resolver, request.headers.get("authorization"))
+    state, _ = await caller(request)
     data = [
         {"id": m.alias, "object": "model", "created": 0, "owned_by": "keel", "kind": m.kind}
         for m in state.config.models
@@ -108,7 +101,7 @@ async def list_models(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body, content_type = _state(request).metrics.render()
+    body, content_type = state_of(request).metrics.render()
     return Response(body, media_type=content_type)
 
 
@@ -118,7 +111,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready when the store answers; the gateway cannot authenticate without it."""
-    state = _state(request)
+    state = state_of(request)
 
     def ping() -> None:
         with state.engine.connect() as connection:

@@ -15,10 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from keel.api.state import AppState
+from keel.api.state import caller
 from keel.config import format_path
 from keel.errors import InvalidRequest, NotFound
-from keel.pipeline import authenticate
 from keel.store import TraceFilter
 
 MAX_LIST = 200
@@ -34,18 +33,12 @@ class FeedbackBody(BaseModel):
     tags: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=20)] = []
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.state.keel
-    return state
-
-
 def _json(payload: object, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
 
 
 async def feedback(request: Request) -> Response:
-    state = _state(request)
-    key = await authenticate(state.resolver, request.headers.get("authorization"))
+    state, key = await caller(request)
     try:
         body = FeedbackBody.model_validate_json(await request.body())
     except ValidationError as exc:
@@ -66,8 +59,7 @@ async def feedback(request: Request) -> Response:
 
 
 async def get_trace(request: Request) -> Response:
-    state = _state(request)
-    key = await authenticate(state.resolver, request.headers.get("authorization"))
+    state, key = await caller(request)
     request_id = request.path_params["request_id"]
     stored = await asyncio.to_thread(state.requests.get, request_id, tenant=key.tenant)
     if stored is None:
@@ -76,8 +68,7 @@ async def get_trace(request: Request) -> Response:
 
 
 async def list_traces(request: Request) -> Response:
-    state = _state(request)
-    key = await authenticate(state.resolver, request.headers.get("authorization"))
+    state, key = await caller(request)
     query = request.query_params
     try:
         limit = min(int(query.get("limit", "50")), MAX_LIST)

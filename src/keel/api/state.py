@@ -10,14 +10,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from starlette.requests import Request
 
 from keel.config import KeelConfig
 from keel.costs import PriceBook
-from keel.pipeline import Pipeline, build_pipeline
+from keel.pipeline import Pipeline, authenticate, build_pipeline
 from keel.pipeline.emit import Emitter
 from keel.providers import Upstream, build_upstream
 from keel.routing import Router
-from keel.store import KeyResolver, KeyStore, RequestStore, make_engine
+from keel.store import KeyRecord, KeyResolver, KeyStore, RequestStore, make_engine
 from keel.telemetry import Sink, TelemetryWriter
 from keel.telemetry.log import RequestLog
 from keel.telemetry.metrics import Metrics
@@ -38,6 +39,18 @@ class AppState:
     metrics: Metrics
     writer: TelemetryWriter
     emitter: Emitter
+
+
+def state_of(request: Request) -> AppState:
+    """The process state a control-plane handler runs against."""
+    state: AppState = request.state.keel
+    return state
+
+
+async def caller(request: Request) -> tuple[AppState, KeyRecord]:
+    """The process state and the key that signed a control-plane request (401 if none)."""
+    state = state_of(request)
+    return state, await authenticate(state.resolver, request.headers.get("authorization"))
 
 
 @asynccontextmanager

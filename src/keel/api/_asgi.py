@@ -52,13 +52,6 @@ def _request_id(given: bytes | None) -> str:
     return os.urandom(16).hex()
 
 
-def request_id(scope: Scope) -> str:
-    for key, value in scope["headers"]:
-        if key == b"x-request-id":
-            return _request_id(bytes(value))
-    return _request_id(None)
-
-
 async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")

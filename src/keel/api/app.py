@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from keel.api._asgi import request_id
+from keel.api._asgi import RequestHeaders
 from keel.api.data_plane import DataPlaneEndpoint
 from keel.api.errors import error_response, internal_error
 from keel.api.records import feedback, get_trace, list_traces
@@ -128,7 +128,7 @@ async def readyz(request: Request) -> Response:
 
 def _error_response(request: Request, error: KeelError) -> Response:
     status, body, extra = error_response(error)
-    headers = [(b"x-request-id", request_id(request.scope).encode()), *extra]
+    headers = [(b"x-request-id", RequestHeaders.of(request.scope).request_id.encode()), *extra]
     response = Response(body, status_code=status, media_type="application/json")
     response.raw_headers.extend(headers)
     return response

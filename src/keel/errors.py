@@ -232,6 +232,10 @@ class StreamInterrupted(ProviderError):
 # --- routing ----------------------------------------------------------------
 
 
+# Attempt outcomes recorded for deployments passed over without a call.
+SKIPPED_OUTCOMES = frozenset({"breaker_open", "context_skipped"})
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptSummary:
     """One upstream attempt, as reported in routing errors and traces."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from keel.config import Deployment, KeelConfig, ModelAlias
 from keel.errors import (
+    SKIPPED_OUTCOMES,
     AllUpstreamsFailed,
     AttemptSummary,
     ContextWindowExceeded,
@@ -38,9 +39,6 @@ from keel.tokens import prompt_chars, tokens_for_chars
 
 Sleep = Callable[[float], Awaitable[None]]
 
-# Outcomes recorded for deployments that were passed over without a call.
-SKIPPED = frozenset({"breaker_open", "context_skipped"})
-
 
 @dataclass(slots=True)
 class RouteResult:
@@ -55,7 +53,7 @@ class RouteResult:
     @property
     def attempt_count(self) -> int:
         """Calls actually made upstream (a skipped deployment is not one)."""
-        return sum(1 for a in self.attempts if a.outcome not in SKIPPED)
+        return sum(1 for a in self.attempts if a.outcome not in SKIPPED_OUTCOMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +360,7 @@ class _Walk:
     def final_error(self) -> RoutingError:
         if self._remaining() <= 0:
             return self.deadline_error()
-        made = [s for s in self.summaries if s.outcome not in SKIPPED]
+        made = [s for s in self.summaries if s.outcome not in SKIPPED_OUTCOMES]
         if not made:
             return NoHealthyUpstream(
                 "every deployment's circuit breaker is open: "

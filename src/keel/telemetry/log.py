@@ -41,12 +41,9 @@ def log_fields(record: RequestRecord) -> dict[str, Any]:
         "cache": record.cache,
         "guardrail": record.guardrail,
         "variant": record.variant,
-        "attempts": sum(1 for a in record.attempts if a.outcome not in _SKIPPED),
+        "attempts": record.attempt_count,
         "stream": record.stream,
     }
-
-
-_SKIPPED = frozenset({"breaker_open", "context_skipped"})
 
 
 class RequestLog:

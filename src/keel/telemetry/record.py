@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from keel.errors import SKIPPED_OUTCOMES
+
 Status = Literal["ok", "error"]
 
 
@@ -100,8 +102,10 @@ class RequestRecord:
         return self.served_alias is not None and self.served_alias != self.alias
 
     @property
+    def attempt_count(self) -> int:
+        """Upstream calls made (deployments passed over are not calls)."""
+        return sum(1 for a in self.attempts if a.outcome not in SKIPPED_OUTCOMES)
+
+    @property
     def retries(self) -> int:
-        return max(0, sum(1 for a in self.attempts if a.outcome not in _SKIPPED) - 1)
-
-
-_SKIPPED = frozenset({"breaker_open", "context_skipped"})
+        return max(0, self.attempt_count - 1)

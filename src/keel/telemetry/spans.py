@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from opentelemetry.util.types import AttributeValue
 
 import keel
+from keel.errors import SKIPPED_OUTCOMES
 from keel.telemetry.record import AttemptRecord, RequestRecord, StageRecord
 
 __all__ = ["MAX_CONTENT_MESSAGES", "MAX_CONTENT_PART_CHARS", "build_spans"]
@@ -39,7 +40,6 @@ __all__ = ["MAX_CONTENT_MESSAGES", "MAX_CONTENT_PART_CHARS", "build_spans"]
 MAX_CONTENT_PART_CHARS = 4_000
 MAX_CONTENT_MESSAGES = 50
 
-_SKIPPED = frozenset({"breaker_open", "context_skipped"})
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SCOPE = InstrumentationScope("keel", keel.__version__)
 _NS_PER_MS = 1_000_000
@@ -78,7 +78,7 @@ def build_spans(
             start_ns + int(a.start_ms * _NS_PER_MS),
         )
         for a in record.attempts
-        if a.outcome in _SKIPPED
+        if a.outcome in SKIPPED_OUTCOMES
     ]
     attrs = _root_attributes(record)
     if capture_content and record.request_body is not None:
@@ -102,7 +102,7 @@ def build_spans(
         spans.append(_stage_span(record, i, stage, root_ctx, resource, start_ns))
     answered = _answering_attempt(record)
     for i, attempt in enumerate(record.attempts):
-        if attempt.outcome in _SKIPPED:
+        if attempt.outcome in SKIPPED_OUTCOMES:
             continue
         response_model = record.response_model if attempt is answered else None
         spans.append(
@@ -119,7 +119,7 @@ def _root_attributes(record: RequestRecord) -> Attrs:
         "keel.request_id": record.request_id,
         "keel.stream": record.stream,
         "keel.fallback": record.fallback_used,
-        "keel.attempts": sum(1 for a in record.attempts if a.outcome not in _SKIPPED),
+        "keel.attempts": record.attempt_count,
         "keel.shadow": record.shadow,
     }
     _put(attrs, "gen_ai.request.model", record.alias)

@@ -108,7 +108,11 @@ class Cluster:
         return process.start()
 
     def gateway(self, config: dict[str, Any]) -> tuple[Process, str]:
-        port = free_port()
+        gateways, key = self.gateways(config, 1)
+        return gateways[0], key
+
+    def gateways(self, config: dict[str, Any], count: int) -> tuple[list[Process], str]:
+        """``count`` gateway processes on one config and database, and a key of tenant e2e."""
         path = self.workdir / "keel.yaml"
         config = {"database_url": f"sqlite:///{self.workdir / 'keel.db'}", **config}
         path.write_text(yaml.safe_dump(config))
@@ -125,14 +129,18 @@ class Cluster:
         )
         assert created.returncode == 0, created.stderr
         key = json.loads(created.stdout)["key"]
-        process = Process(
-            ["serve", "-c", str(path), "--port", str(port), "--log-level", "warning"],
-            port,
-            self.workdir,
-            self.workdir / "gateway.log",
-        )
-        self.processes.append(process)
-        return process.start(), key
+        started = []
+        for i in range(count):
+            port = free_port()
+            process = Process(
+                ["serve", "-c", str(path), "--port", str(port), "--log-level", "warning"],
+                port,
+                self.workdir,
+                self.workdir / ("gateway.log" if i == 0 else f"gateway-{i}.log"),
+            )
+            self.processes.append(process)
+            started.append(process.start())
+        return started, key
 
     def keel(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run a `keel` command against this cluster's gateway config."""

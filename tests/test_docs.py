@@ -11,20 +11,26 @@ from pydantic import BaseModel
 import keel.errors as errors
 from keel.cli.main import cli
 from keel.config import (
+    AlertsConfig,
     AnthropicProvider,
     BreakerConfig,
+    BudgetPolicy,
     Deployment,
     KeelConfig,
+    LimitsConfig,
     LogConfig,
     ModelAlias,
     OpenAICompatProvider,
     OTLPConfig,
     Price,
+    RateLimits,
     RoutingConfig,
     SamplingConfig,
     ServerConfig,
     SimulatorProvider,
     TelemetryConfig,
+    Tier,
+    WebhookConfig,
 )
 
 DOCS = Path(__file__).parents[1] / "docs"
@@ -48,6 +54,12 @@ def doc(name: str) -> str:
         (SamplingConfig, "configuration.md"),
         (OTLPConfig, "configuration.md"),
         (Price, "configuration.md"),
+        (Tier, "limits.md"),
+        (RateLimits, "limits.md"),
+        (BudgetPolicy, "limits.md"),
+        (LimitsConfig, "limits.md"),
+        (AlertsConfig, "limits.md"),
+        (WebhookConfig, "limits.md"),
         (OpenAICompatProvider, "providers.md"),
         (AnthropicProvider, "providers.md"),
         (SimulatorProvider, "simulator.md"),

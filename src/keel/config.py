@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -223,6 +224,69 @@ class Price(Strict):
     cache_write_per_mtok: Annotated[float, Field(ge=0)] | None = None
 
 
+# --- tenants: tiers, limits, budgets ----------------------------------------
+
+Limit = Annotated[int, Field(gt=0)]
+USD = Annotated[float, Field(gt=0)]
+
+
+class RateLimits(Strict):
+    """Per minute, and in flight at once; absent means unlimited."""
+
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    concurrent: Limit | None = None
+
+
+class Downgrade(Strict):
+    downgrade: Annotated[str, Field(min_length=1)]
+
+
+class BudgetPolicy(Strict):
+    daily_usd: USD | None = None
+    monthly_usd: USD | None = None
+    # At the budget: refuse, or serve the request from a cheaper alias.
+    on_exceed: Literal["reject"] | Downgrade = "reject"
+
+
+class Tier(Strict):
+    """What one class of tenant may do. Tenants and keys may override any field."""
+
+    tenant: RateLimits = RateLimits()
+    key: RateLimits = RateLimits()
+    user: RateLimits = RateLimits()  # per end user (the OpenAI ``user`` field)
+    budget: BudgetPolicy = BudgetPolicy()
+    max_tokens: Limit | None = None  # cap on a request's max_tokens, and its default
+    models: list[str] | None = None  # aliases this tier may call; absent: all
+
+
+class WebhookConfig(Strict):
+    url: str
+    headers: dict[str, SecretStr] = {}
+    timeout_s: Seconds = 5.0
+
+
+class AlertsConfig(Strict):
+    budget_thresholds: list[Annotated[float, Field(gt=0, le=1)]] = [0.5, 0.8, 1.0]
+    webhook: WebhookConfig | None = None
+    # A day's spend over this multiple of the rolling 7-day / 28-day daily mean.
+    anomaly_7d_ratio: Annotated[float, Field(gt=1)] = 2.0
+    anomaly_28d_ratio: Annotated[float, Field(gt=1)] = 3.0
+
+
+class LimitsConfig(Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "keel:"  # lets several deployments share one Redis
+    # Longest wait for Redis (a connection, a script) before a request is refused.
+    redis_timeout_s: Seconds = 1.0
+    default_tier: str | None = None  # for tenants and keys that name none
+    budget_status: Literal[402, 429] = 402  # 429 for clients that only retry on it
+    # How often a replica re-reads tenants (suspensions, overrides) from the store.
+    refresh_s: Seconds = 0.5
+    alerts: AlertsConfig = AlertsConfig()
+
+
 class KeelConfig(Strict):
     server: ServerConfig = ServerConfig()
     database_url: str = "sqlite:///.keel/keel.db"
@@ -233,6 +297,39 @@ class KeelConfig(Strict):
     # Keyed by deployment ("provider/model") or by model name; wins over the
     # bundled price table.
     prices: dict[str, Price] = {}
+    tiers: dict[str, Tier] = {}
+    limits: LimitsConfig = LimitsConfig()
+
+
+def merge_override(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` laid over ``base``, nested mappings merged, ``None`` kept (= unlimited)."""
+    merged = dict(base)
+    for name, value in override.items():
+        below = merged.get(name)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[name] = merge_override(below, value)
+        else:
+            merged[name] = value
+    return merged
+
+
+def tier_with(tier: Tier, *overrides: Mapping[str, Any]) -> Tier:
+    """The tier a tenant or key gets: its tier with its store overrides applied."""
+    data = tier.model_dump()
+    for override in overrides:
+        data = merge_override(data, override)
+    return Tier.model_validate(data)
+
+
+def check_override(override: Any, *, where: str = "limits") -> list[str]:
+    """Problems with a tier override from the store, CLI or admin API, each naming its field."""
+    if not isinstance(override, Mapping):
+        return [f"{where}: expected a mapping of tier fields"]
+    try:
+        Tier.model_validate(override)
+    except ValidationError as exc:
+        return [f"{where}.{line}" for line in format_validation(exc).splitlines()]
+    return []
 
 
 # --- loading ----------------------------------------------------------------
@@ -357,6 +454,35 @@ def _cross_check(config: KeelConfig) -> list[str]:
         if model.context_fallback is not None:
             problems += _check_target(
                 f"{where}.context_fallback", model, model.context_fallback, aliases
+            )
+    return problems + _check_tiers(config, aliases)
+
+
+def _check_tiers(config: KeelConfig, aliases: dict[str, ModelAlias]) -> list[str]:
+    problems = []
+    default = config.limits.default_tier
+    if default is not None and default not in config.tiers:
+        problems.append(f'limits.default_tier: unknown tier "{default}"')
+    for name, tier in config.tiers.items():
+        problems += check_tier(f"tiers.{name}", tier, aliases)
+    return problems
+
+
+def check_tier(where: str, tier: Tier, aliases: Mapping[str, object]) -> list[str]:
+    """Alias names a tier refers to must exist; used for config and store overrides."""
+    problems = []
+    for i, alias in enumerate(tier.models or ()):
+        if alias not in aliases:
+            problems.append(f'{where}.models[{i}]: unknown alias "{alias}"')
+    on_exceed = tier.budget.on_exceed
+    if isinstance(on_exceed, Downgrade):
+        target = on_exceed.downgrade
+        if target not in aliases:
+            problems.append(f'{where}.budget.on_exceed.downgrade: unknown alias "{target}"')
+        elif tier.models is not None and target not in tier.models:
+            problems.append(
+                f'{where}.budget.on_exceed.downgrade: alias "{target}" is not in this'
+                " tier's models"
             )
     return problems
 

@@ -29,11 +29,17 @@ place::
     │   ├── UpstreamConnectError       could not connect, retryable
     │   ├── UpstreamProtocolError      the upstream answered nonsense, retryable
     │   └── StreamInterrupted          the stream broke after content was sent
+    ├── PolicyError                    a tenant's limits or an operator refused it
+    │   ├── TenantSuspended            403 tenant_suspended
+    │   ├── ModelNotAllowed            403 model_not_allowed (the tier's aliases)
+    │   ├── RateLimited                429 rate_limit_exceeded, with Retry-After
+    │   └── BudgetExceeded             402 budget_exceeded (429 when configured)
     ├── RoutingError                   the request as a whole could not be served
     │   ├── AllUpstreamsFailed         502 every attempt failed
     │   ├── NoHealthyUpstream          503 every deployment's breaker is open
     │   └── DeadlineExceeded           504 the overall deadline passed
-    └── StoreError                     503 store_unavailable: the database failed
+    ├── StoreError                     503 store_unavailable: the database failed
+    └── LimitsUnavailable              503 limits_unavailable: the limits backend failed
 """
 
 from __future__ import annotations
@@ -143,6 +149,56 @@ class ClientClosed(CallerError):
 
     def __init__(self) -> None:
         super().__init__("the client closed the connection before the answer was complete")
+
+
+# --- policy -----------------------------------------------------------------
+
+
+class PolicyError(KeelError):
+    """The request is well formed, but a tenant's limits or an operator refuse it."""
+
+    status = 403
+    code = "policy_refused"
+    openai_type = "permission_error"
+    fault = "policy"
+
+
+class TenantSuspended(PolicyError):
+    code = "tenant_suspended"
+
+
+class ModelNotAllowed(PolicyError):
+    code = "model_not_allowed"
+
+
+class RateLimited(PolicyError):
+    """Over a rate or concurrency limit; ``limit`` names which one (``rpm per key``...)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+    openai_type = "rate_limit_error"
+    retryable = True
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: float | None) -> None:
+        super().__init__(message, param=None)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExceeded(PolicyError):
+    """The request's maximum cost does not fit in what is left of a budget."""
+
+    status = 402
+    code = "budget_exceeded"
+    openai_type = "insufficient_quota"
+
+    def __init__(
+        self, message: str, *, limit: str, retry_after_s: float | None, status: int = 402
+    ) -> None:
+        super().__init__(message, param=None)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.status = status  # type: ignore[misc]  # 429 when the tier asks for it
 
 
 # --- provider ---------------------------------------------------------------
@@ -316,6 +372,25 @@ class StoreError(KeelError):
     openai_type = "api_error"
     retryable = True
     CLIENT_MESSAGE: ClassVar[str] = "the key store is unavailable"
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["message"] = self.CLIENT_MESSAGE
+        return body
+
+
+class LimitsUnavailable(KeelError):
+    """The limits backend (Redis) failed: refuse rather than quietly stop limiting.
+
+    Like ``StoreError``, ``message`` names the server for the operator's log;
+    clients get one fixed sentence.
+    """
+
+    status = 503
+    code = "limits_unavailable"
+    openai_type = "api_error"
+    retryable = True
+    CLIENT_MESSAGE: ClassVar[str] = "the limits backend is unavailable"
 
     def body(self) -> dict[str, Any]:
         body = super().body()

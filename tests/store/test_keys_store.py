@@ -375,6 +375,7 @@ def _write_config(folder: Path, db_url: str) -> str:
                 "models": [
                     {"alias": "fast", "deployments": [{"provider": "sim", "model": "sim-fast"}]}
                 ],
+                "tiers": {"gold": {}},  # `keel keys create --tier` accepts only these
             }
         ),
         encoding="utf-8",

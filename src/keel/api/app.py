@@ -16,6 +16,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from keel.api._asgi import RequestHeaders
+from keel.api.admin import admin_routes
 from keel.api.data_plane import DataPlaneEndpoint
 from keel.api.errors import error_response, internal_error
 from keel.api.records import feedback, get_trace, list_traces
@@ -59,6 +60,7 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *admin_routes(),
         ],
         exception_handlers={
             HTTPException: http_exception,

@@ -31,7 +31,7 @@ from keel.errors import (
     http_status,
 )
 from keel.pipeline import RequestContext
-from keel.pipeline.emit import Emitter
+from keel.pipeline.emit import usage_of
 from keel.providers.base import Json, Operation
 from keel.telemetry.context import new_span_id, parse_traceparent, traceparent
 from keel.tokens import tokens_for_chars
@@ -78,7 +78,7 @@ class DataPlaneEndpoint:
         except ClientGone:
             return
         except KeelError as error:
-            await _fail(send, ctx, emit, error, headers)
+            await _fail(send, ctx, state, error, headers)
             return
         watch = DisconnectWatch(receive)
         try:
@@ -89,19 +89,19 @@ class DataPlaneEndpoint:
                 raise
             watch.absorb()
             log.info("client disconnected; upstream call cancelled")
-            emit.finish(ctx, CLIENT_CLOSED, ClientClosed())
+            await _finish(state, ctx, CLIENT_CLOSED, ClientClosed())
             return
         except KeelError as error:
             watch.stop()
-            await _fail(send, ctx, emit, error, [*headers, *_route_headers(ctx)])
+            await _fail(send, ctx, state, error, [*headers, *_route_headers(ctx)])
             return
         except Exception:
             watch.stop()
-            await _fail(send, ctx, emit, internal_error(scope["path"]), headers)
+            await _fail(send, ctx, state, internal_error(scope["path"]), headers)
             return
         ctx.capture = emit.captures(ctx.tenant)
         if ctx.opened is not None:
-            await _stream(ctx, watch, send, headers, emit)
+            await _stream(ctx, watch, send, headers, state)
             return
         watch.stop()
         assert ctx.route is not None
@@ -114,20 +114,35 @@ class DataPlaneEndpoint:
                 [*headers, *_route_headers(ctx), cost_header],
             )
         finally:
-            emit.finish(ctx, 200, None)  # the upstream answered and was paid for either way
+            await _finish(state, ctx, 200, None)  # the upstream answered and was paid for anyway
 
 
 async def _fail(
     send: Send,
     ctx: RequestContext,
-    emit: Emitter,
+    state: AppState,
     error: KeelError,
     headers: list[tuple[bytes, bytes]],
 ) -> None:
     try:
         await send_error(send, error, headers)
     finally:
-        emit.finish(ctx, http_status(error), error)
+        await _finish(state, ctx, http_status(error), error)
+
+
+async def _finish(
+    state: AppState, ctx: RequestContext, status: int, error: KeelError | None
+) -> None:
+    """Record the request, then give back what it held against its tenant's limits."""
+    state.emitter.finish(ctx, status, error)
+    held, ctx.held = ctx.held, None
+    if held is None:
+        return
+    state.emitter.price(ctx)
+    try:
+        await state.gatekeeper.settle(ctx, held, usage_of(ctx))
+    except Exception as exc:  # the lease expires and is reclaimed; the client has its answer
+        log.warning("settling limits for %s failed: %s", ctx.request_id, exc)
 
 
 async def _stream(
@@ -135,7 +150,7 @@ async def _stream(
     watch: DisconnectWatch,
     send: Send,
     headers: list[tuple[bytes, bytes]],
-    emit: Emitter,
+    state: AppState,
 ) -> None:
     """Proxy chunk by chunk; a break after content is reported in-band, never as [DONE]."""
     opened = ctx.opened
@@ -179,7 +194,8 @@ async def _stream(
         await opened.aclose()
     if not isinstance(failure, ClientClosed):
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-    emit.finish(ctx, CLIENT_CLOSED if isinstance(failure, ClientClosed) else 200, failure)
+    status = CLIENT_CLOSED if isinstance(failure, ClientClosed) else 200
+    await _finish(state, ctx, status, failure)
 
 
 def _forward(ctx: RequestContext, chunk: Json) -> bool:
@@ -239,7 +255,10 @@ def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
     route = ctx.route
     if route is None:
         return []
-    return [
+    headers = [
         (b"x-keel-model", route.deployment.encode()),
         (b"x-keel-attempts", str(route.attempt_count).encode()),
     ]
+    if ctx.downgraded_from is not None:
+        headers.append((b"x-keel-downgraded-from", ctx.downgraded_from.encode()))
+    return headers

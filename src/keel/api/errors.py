@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 
-from keel.errors import KeelError, ProviderError, StoreError, http_status
+from keel.errors import (
+    BudgetExceeded,
+    KeelError,
+    LimitsUnavailable,
+    ProviderError,
+    RateLimited,
+    StoreError,
+    http_status,
+)
 
 log = logging.getLogger("keel.api")
 
@@ -25,8 +34,13 @@ def error_response(error: KeelError) -> tuple[int, bytes, list[tuple[bytes, byte
         # Its body carries a fixed sentence; the detail names the database, so it
         # goes to the log only.
         log.error("store unavailable: %s", error.message)
+    elif isinstance(error, LimitsUnavailable):
+        log.error("%s", error.message)
     body = error.body()
     headers: list[tuple[bytes, bytes]] = []
     if isinstance(error, ProviderError) and error.retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    elif isinstance(error, RateLimited | BudgetExceeded) and error.retry_after_s is not None:
+        # Rounded up: a client that waits exactly this long is admitted.
+        headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode()))
     return http_status(error), orjson.dumps(body), headers

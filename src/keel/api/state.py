@@ -23,6 +23,8 @@ from keel.telemetry import Sink, TelemetryWriter
 from keel.telemetry.log import RequestLog
 from keel.telemetry.metrics import Metrics
 from keel.telemetry.sinks import ExportSink, MetricsSink, StoreSink
+from keel.tenants import Gatekeeper
+from keel.tenants.runtime import Tenancy, build_tenancy
 
 log = logging.getLogger("keel.api")
 
@@ -39,6 +41,11 @@ class AppState:
     metrics: Metrics
     writer: TelemetryWriter
     emitter: Emitter
+    tenancy: Tenancy
+
+    @property
+    def gatekeeper(self) -> Gatekeeper:
+        return self.tenancy.gatekeeper
 
 
 def state_of(request: Request) -> AppState:
@@ -83,18 +90,21 @@ async def app_state(
     metrics.set_queue_depth_source(lambda: writer.depth)
     metrics.set_breaker_source(lambda: {n: b.state.value for n, b in routes.breakers.items()})
     prices = PriceBook(config)
+    tenancy = build_tenancy(config, engine, requests, prices)
     state = AppState(
         config=config,
         engine=engine,
         upstreams=built,
         router=routes,
         resolver=resolver,
-        pipeline=build_pipeline(routes, resolver),
+        pipeline=build_pipeline(routes, resolver, tenancy.gatekeeper),
         requests=requests,
         metrics=metrics,
         writer=writer,
         emitter=Emitter(config, prices, writer),
+        tenancy=tenancy,
     )
+    await tenancy.start()
     writer.start()
     # The price table takes a moment to load; do it beside serving, not before.
     warming = asyncio.ensure_future(asyncio.to_thread(prices.warm))
@@ -105,6 +115,7 @@ async def app_state(
         yield state
     finally:
         warming.cancel()
+        await tenancy.aclose()
         # Requests have finished (the server drained them); now drain their records.
         await asyncio.to_thread(writer.stop)
         if upstreams is None:  # injected upstreams belong to the caller

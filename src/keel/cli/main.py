@@ -8,11 +8,13 @@ from keel import __version__
 from keel.cli._base import KeelGroup
 from keel.cli.config_cmd import config
 from keel.cli.cost import cost
+from keel.cli.events import audit, events
 from keel.cli.gc import gc
 from keel.cli.keys import keys
 from keel.cli.replay import replay
 from keel.cli.serve import serve
 from keel.cli.sim import sim
+from keel.cli.tenants import tenants
 from keel.cli.traces import traces
 
 
@@ -25,6 +27,9 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(sim)
 cli.add_command(keys)
+cli.add_command(tenants)
+cli.add_command(audit)
+cli.add_command(events)
 cli.add_command(config)
 cli.add_command(traces)
 cli.add_command(cost)

@@ -46,12 +46,20 @@ def serve(
     import uvicorn
 
     from keel.config import CONFIG_PATH_ENV, load_config
+    from keel.errors import ConfigError
     from keel.store import make_engine, upgrade
 
     config = load_config(config_path)
     host = host or config.server.host
     port = config.server.port if port is None else port
     workers = workers or config.server.workers
+    if workers > 1 and config.tiers and config.limits.backend == "memory":
+        # Each worker would count on its own: every limit and budget times N.
+        raise ConfigError(
+            f"limits.backend: memory keeps limits per process; with {workers} workers"
+            " set limits.backend: redis",
+            source=config_path,
+        )
 
     # Migrate once here so N workers never race on the schema.
     engine = make_engine(config.database_url)

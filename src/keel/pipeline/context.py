@@ -6,11 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.config import ModelAlias
+from keel.config import ModelAlias, Tier
 from keel.errors import AttemptSummary
 from keel.providers.base import Json, Operation
 from keel.routing import OpenedStream, RouteResult
 from keel.store import KeyRecord
+from keel.tenants import Held
 
 
 @dataclass(slots=True)
@@ -29,10 +30,14 @@ class RequestContext:
     include_usage: bool = False
     end_user: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    # auth
+    # auth, tenant gate
     key: KeyRecord | None = None
+    tier: Tier | None = None
     # model
     alias: ModelAlias | None = None
+    # limits: what this request holds until it settles
+    held: Held | None = None
+    downgraded_from: str | None = None
     # route / call
     route: RouteResult | None = None
     opened: OpenedStream | None = None

@@ -12,6 +12,7 @@ from keel.pipeline.context import RequestContext
 from keel.pipeline.schema import KEEL_FIELD, validate_chat, validate_embeddings
 from keel.routing import Router
 from keel.store import KeyRecord, KeyResolver
+from keel.tenants import Gatekeeper
 
 
 class Stage(Protocol):
@@ -75,6 +76,19 @@ async def authenticate(resolver: KeyResolver, authorization: str | None) -> KeyR
     return record
 
 
+class TenantGate:
+    """A suspended tenant is refused; everyone else gets their tier for the stages after."""
+
+    name = "tenant"
+
+    def __init__(self, gatekeeper: Gatekeeper) -> None:
+        self._gatekeeper = gatekeeper
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        assert ctx.key is not None  # Authenticate ran
+        ctx.tier = self._gatekeeper.check_tenant(ctx.key)
+
+
 class ResolveModel:
     """``model`` names an alias this deployment serves, of the right kind."""
 
@@ -94,6 +108,19 @@ class ResolveModel:
                 f'model "{requested}" is a {alias.kind} model; call {endpoint}', param="model"
             )
         ctx.alias = alias
+
+
+class Limit:
+    """Rate limits, concurrency and the budget reservation, in one atomic admission."""
+
+    name = "limits"
+
+    def __init__(self, gatekeeper: Gatekeeper) -> None:
+        self._gatekeeper = gatekeeper
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if ctx.tier is not None:
+            ctx.held = await self._gatekeeper.admit(ctx, ctx.tier)
 
 
 class Route:
@@ -132,13 +159,15 @@ class Pipeline:
                 stages.append((stage.name, started, time.monotonic()))
 
 
-def build_pipeline(router: Router, resolver: KeyResolver) -> Pipeline:
+def build_pipeline(router: Router, resolver: KeyResolver, gatekeeper: Gatekeeper) -> Pipeline:
     """The order of the data plane, in one place."""
-    return Pipeline(
-        [
-            Parse(),
-            Authenticate(resolver),
-            ResolveModel(router),
-            Route(router),
-        ]
-    )
+    stages: list[Stage] = [
+        Parse(),
+        Authenticate(resolver),
+        TenantGate(gatekeeper),
+        ResolveModel(router),
+    ]
+    if gatekeeper.active:  # no tiers configured: no limits to check
+        stages.append(Limit(gatekeeper))
+    stages.append(Route(router))
+    return Pipeline(stages)

@@ -45,6 +45,9 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Free text an operator types (suspension and audit reasons).
+REASON_LEN = 1000
+
 tenants = sa.Table(
     "tenants",
     metadata,
@@ -52,6 +55,15 @@ tenants = sa.Table(
     sa.Column("name", sa.String(128), nullable=False, unique=True),
     sa.Column("tier", sa.String(64), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # --- migration 0003 ---
+    # Overrides of the tier's fields (a partial keel.config.Tier); NULL = none.
+    sa.Column("limits", sa.JSON(none_as_null=True), nullable=True),
+    # Set while the tenant is suspended (its kill switch is on).
+    sa.Column("suspended_at", UTCDateTime, nullable=True),
+    sa.Column("suspend_reason", sa.String(REASON_LEN), nullable=True),
+    # Moves on every change, so replicas re-read only what changed.
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_tenants_updated_at", "updated_at"),
 )
 
 api_keys = sa.Table(
@@ -75,6 +87,11 @@ api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=True),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+    # --- migration 0003 ---
+    # Overrides of the tier's fields for this key only; NULL = none.
+    sa.Column("limits", sa.JSON(none_as_null=True), nullable=True),
+    # May call the admin API (/admin/*); still belongs to a tenant.
+    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # --- requests, spend rollups, feedback (migration 0002) --------------------------
@@ -183,4 +200,41 @@ feedback = sa.Table(
     sa.Column("comment", sa.String(4000), nullable=True),
     sa.Column("tags", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+
+# --- audit log and events (migration 0003) ------------------------------------
+
+ACTOR_LEN = 200
+TARGET_LEN = 256
+
+# One row per change to a tenant or key, written in the change's transaction.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(ACTOR_LEN), nullable=False),  # cli:<user>, key:<prefix>
+    sa.Column("action", sa.String(SHORT_LEN), nullable=False),  # tenant.suspend, key.revoke
+    sa.Column("target", sa.String(TARGET_LEN), nullable=False),  # tenant:acme, key:sk-keel-Ab3x
+    sa.Column("before", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("after", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("reason", sa.String(REASON_LEN), nullable=True),
+    sa.Index("ix_audit_log_target_at", "target", "at"),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+# What the alert logic noticed (budget thresholds crossed, cost anomalies...).
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("tenant", sa.String(ID_LEN), nullable=True),
+    sa.Column("kind", sa.String(SHORT_LEN), nullable=False),
+    sa.Column("severity", sa.String(TAG_LEN), nullable=False),
+    sa.Column("message", sa.String(REASON_LEN), nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Index("ix_events_tenant_at", "tenant", "at"),
+    sa.Index("ix_events_at", "at"),
 )

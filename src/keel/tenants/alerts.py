@@ -17,10 +17,9 @@ from typing import Any
 
 from keel.config import AlertsConfig
 from keel.limits import BudgetLevel, LimitsBackend
+from keel.tenants.admission import NANO_PER_USD
 
 log = logging.getLogger("keel.alerts")
-
-NANO_PER_USD = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

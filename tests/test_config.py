@@ -1,6 +1,8 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from keel.cli.main import cli
@@ -104,3 +106,28 @@ def test_an_unquoted_yaml_off_means_off(tmp_path: Path) -> None:
         "telemetry: {log: {destination: off}}\n"
     )
     assert load_config(path).telemetry.log.destination == "off"
+
+
+@pytest.mark.parametrize(
+    ("tier", "expected"),
+    [
+        ({"tenant": {"rpm": -1}}, "tiers.free.tenant.rpm: Input should be greater than 0"),
+        ({"user": {"tpm": "lots"}}, "tiers.free.user.tpm: Input should be a valid integer"),
+        (
+            {"budget": {"daily_usd": 0}},
+            "tiers.free.budget.daily_usd: Input should be greater than 0",
+        ),
+        ({"models": ["fats"]}, 'tiers.free.models[0]: unknown alias "fats"'),
+        (
+            {"budget": {"on_exceed": {"downgrade": "fats"}}},
+            'tiers.free.budget.on_exceed.downgrade: unknown alias "fats"',
+        ),
+        ({"tenant": {"rpn": 5}}, "tiers.free.tenant.rpn: unknown key"),
+    ],
+)
+def test_bad_tiers_are_refused_naming_the_field(tier: dict[str, Any], expected: str) -> None:
+    raw = yaml.safe_load((Path(__file__).parents[1] / "examples/quickstart/keel.yaml").read_text())
+    raw["tiers"] = {"free": tier}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    assert expected in str(caught.value)

@@ -46,3 +46,26 @@ def test_a_tenant_with_too_little_history_or_no_spend_today_is_left_alone() -> N
         "idle": history(10, 1.0, 0.0),
     }
     assert find_anomalies(daily, TODAY, ratio_7d=2, ratio_28d=3) == []
+
+
+async def test_the_watch_raises_one_event_per_tenant_and_day() -> None:
+    from keel.config import AlertsConfig
+    from keel.limits import MemoryLimits
+    from keel.tenants import AnomalyWatch, Event, Notifier
+
+    sent: list[Event] = []
+
+    async def collect(event: Event) -> None:
+        sent.append(event)
+
+    def daily(since: date) -> dict[str, dict[date, float]]:
+        assert since == TODAY - timedelta(days=28)
+        return {"acme": history(10, 1.0, 5.0), "calm": history(10, 1.0, 1.0)}
+
+    notifier = Notifier([collect])
+    watch = AnomalyWatch(AlertsConfig(), daily, MemoryLimits(), notifier)
+    assert [a.tenant for a in await watch.check(TODAY)] == ["acme"]
+    await watch.check(TODAY)  # a second look the same day finds it again but sends nothing
+    await notifier.drain()
+    assert [(e.tenant, e.kind) for e in sent] == [("acme", "cost_anomaly")]
+    assert sent[0].data["ratio"] == 5.0

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from keel.api._asgi import RequestHeaders
 from keel.api.admin import admin_routes
+from keel.api.admin_prompts import admin_prompt_routes
 from keel.api.data_plane import DataPlaneEndpoint
 from keel.api.errors import error_response, internal_error
 from keel.api.records import feedback, get_trace, list_traces
@@ -61,6 +62,7 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             *admin_routes(),
+            *admin_prompt_routes(),
         ],
         exception_handlers={
             HTTPException: http_exception,

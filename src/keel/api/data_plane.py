@@ -261,4 +261,7 @@ def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
     ]
     if ctx.downgraded_from is not None:
         headers.append((b"x-keel-downgraded-from", ctx.downgraded_from.encode()))
+    if ctx.prompt is not None:
+        headers.append((b"x-keel-prompt", ctx.prompt.name.encode()))
+        headers.append((b"x-keel-prompt-version", ctx.prompt.version.encode()))
     return headers

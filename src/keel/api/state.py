@@ -16,9 +16,17 @@ from keel.config import KeelConfig
 from keel.costs import PriceBook
 from keel.pipeline import Pipeline, authenticate, build_pipeline
 from keel.pipeline.emit import Emitter
+from keel.pipeline.prompting import PromptCatalog
 from keel.providers import Upstream, build_upstream
 from keel.routing import Router
-from keel.store import KeyRecord, KeyResolver, KeyStore, RequestStore, make_engine
+from keel.store import (
+    KeyRecord,
+    KeyResolver,
+    KeyStore,
+    PromptRegistry,
+    RequestStore,
+    make_engine,
+)
 from keel.telemetry import Sink, TelemetryWriter
 from keel.telemetry.log import RequestLog
 from keel.telemetry.metrics import Metrics
@@ -42,6 +50,7 @@ class AppState:
     writer: TelemetryWriter
     emitter: Emitter
     tenancy: Tenancy
+    prompts: PromptCatalog
 
     @property
     def gatekeeper(self) -> Gatekeeper:
@@ -91,20 +100,24 @@ async def app_state(
     metrics.set_breaker_source(lambda: {n: b.state.value for n, b in routes.breakers.items()})
     prices = PriceBook(config)
     tenancy = build_tenancy(config, engine, requests, prices)
+    catalog = PromptCatalog(PromptRegistry(engine))
     state = AppState(
         config=config,
         engine=engine,
         upstreams=built,
         router=routes,
         resolver=resolver,
-        pipeline=build_pipeline(routes, resolver, tenancy.gatekeeper),
+        pipeline=build_pipeline(routes, resolver, tenancy.gatekeeper, catalog),
         requests=requests,
         metrics=metrics,
         writer=writer,
         emitter=Emitter(config, prices, writer),
         tenancy=tenancy,
+        prompts=catalog,
     )
     await tenancy.start()
+    await catalog.load()
+    following = asyncio.ensure_future(catalog.run())
     writer.start()
     # The price table takes a moment to load; do it beside serving, not before.
     warming = asyncio.ensure_future(asyncio.to_thread(prices.warm))
@@ -115,6 +128,7 @@ async def app_state(
         yield state
     finally:
         warming.cancel()
+        following.cancel()
         await tenancy.aclose()
         # Requests have finished (the server drained them); now drain their records.
         await asyncio.to_thread(writer.stop)

@@ -11,6 +11,7 @@ from keel.cli.cost import cost
 from keel.cli.events import audit, events
 from keel.cli.gc import gc
 from keel.cli.keys import keys
+from keel.cli.prompts import prompts
 from keel.cli.replay import replay
 from keel.cli.serve import serve
 from keel.cli.sim import sim
@@ -28,6 +29,7 @@ cli.add_command(serve)
 cli.add_command(sim)
 cli.add_command(keys)
 cli.add_command(tenants)
+cli.add_command(prompts)
 cli.add_command(audit)
 cli.add_command(events)
 cli.add_command(config)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.config import ModelAlias, Tier
 from keel.errors import AttemptSummary
+from keel.pipeline.schema import PromptRef
 from keel.providers.base import Json, Operation
 from keel.routing import OpenedStream, RouteResult
 from keel.store import KeyRecord
 from keel.tenants import Held
+
+if TYPE_CHECKING:
+    from keel.pipeline.prompting import ServedPrompt
 
 
 @dataclass(slots=True)
@@ -30,6 +34,9 @@ class RequestContext:
     include_usage: bool = False
     end_user: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    prompt_ref: PromptRef | None = None
+    # prompt: what was rendered (name, version, content hash)
+    prompt: ServedPrompt | None = None
     # auth, tenant gate
     key: KeyRecord | None = None
     tier: Tier | None = None

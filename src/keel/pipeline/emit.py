@@ -91,6 +91,9 @@ class Emitter:
                     StageRecord(name, (start - ctx.started) * 1000, (end - start) * 1000)
                     for name, start, end in ctx.stages
                 ),
+                prompt_name=ctx.prompt.name if ctx.prompt else None,
+                prompt_version=ctx.prompt.version if ctx.prompt else None,
+                prompt_hash=ctx.prompt.content_hash if ctx.prompt else None,
                 request_body=ctx.body if ctx.capture else None,
                 response_text=_answer_text(ctx) if ctx.capture else None,
             )

@@ -39,11 +39,24 @@ class StreamOptions(_Open):
     include_usage: StrictBool = False
 
 
+class PromptRef(BaseModel):
+    """A registry prompt to render in place of (or ahead of) ``messages``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1)]
+    label: Annotated[str, Field(min_length=1)] | None = None
+    version: Annotated[str, Field(min_length=1)] | None = None
+    variables: dict[str, Any] = {}
+
+
 # Strict: the original value is what goes upstream, so "stream": "yes" must be
 # refused here rather than read as True by Keel and as something else upstream.
 class ChatRequest(_Open):
-    model: Annotated[str, Field(min_length=1)]
-    messages: Annotated[list[Message], Field(min_length=1)]
+    # Both come from the prompt when one is named; required otherwise.
+    model: Annotated[str, Field(min_length=1)] | None = None
+    messages: Annotated[list[Message], Field(min_length=1)] | None = None
+    prompt: PromptRef | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     max_tokens: Annotated[StrictInt, Field(ge=1)] | None = None
@@ -71,12 +84,19 @@ T = TypeVar("T")
 _CHAT = TypeAdapter(ChatRequest)
 _EMBEDDINGS = TypeAdapter(EmbeddingsRequest)
 
-# Keel's own request field, consumed here and never forwarded upstream.
-KEEL_FIELD = "metadata"
+# Keel's own request fields, consumed here and never forwarded upstream.
+KEEL_FIELDS = frozenset({"metadata", "prompt"})
 
 
 def validate_chat(body: dict[str, Any]) -> ChatRequest:
-    return _validate(_CHAT, body)
+    chat = _validate(_CHAT, body)
+    if chat.prompt is None:
+        for name in ("model", "messages"):
+            if getattr(chat, name) is None:
+                raise InvalidRequest(f"{name}: required field is missing", param=name)
+    elif chat.prompt.label is not None and chat.prompt.version is not None:
+        raise InvalidRequest("prompt: give a label or a version, not both", param="prompt.version")
+    return chat
 
 
 def validate_embeddings(body: dict[str, Any]) -> EmbeddingsRequest:

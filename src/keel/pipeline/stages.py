@@ -9,7 +9,8 @@ import orjson
 
 from keel.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from keel.pipeline.context import RequestContext
-from keel.pipeline.schema import KEEL_FIELD, validate_chat, validate_embeddings
+from keel.pipeline.prompting import PromptCatalog, RenderPrompt
+from keel.pipeline.schema import KEEL_FIELDS, validate_chat, validate_embeddings
 from keel.routing import Router
 from keel.store import KeyRecord, KeyResolver
 from keel.tenants import Gatekeeper
@@ -40,13 +41,14 @@ class Parse:
             ctx.stream = chat.stream
             ctx.include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
             ctx.end_user, metadata = chat.user, chat.metadata
+            ctx.prompt_ref = chat.prompt
         else:
             embeddings = validate_embeddings(body)
             ctx.end_user, metadata = embeddings.user, embeddings.metadata
         ctx.metadata = dict(metadata or {})
         ctx.body = body
-        if KEEL_FIELD in body:
-            ctx.upstream_body = {k: v for k, v in body.items() if k != KEEL_FIELD}
+        if not KEEL_FIELDS.isdisjoint(body):
+            ctx.upstream_body = {k: v for k, v in body.items() if k not in KEEL_FIELDS}
         else:
             ctx.upstream_body = body
 
@@ -159,12 +161,15 @@ class Pipeline:
                 stages.append((stage.name, started, time.monotonic()))
 
 
-def build_pipeline(router: Router, resolver: KeyResolver, gatekeeper: Gatekeeper) -> Pipeline:
+def build_pipeline(
+    router: Router, resolver: KeyResolver, gatekeeper: Gatekeeper, catalog: PromptCatalog
+) -> Pipeline:
     """The order of the data plane, in one place."""
     stages: list[Stage] = [
         Parse(),
         Authenticate(resolver),
         TenantGate(gatekeeper),
+        RenderPrompt(catalog),
         ResolveModel(router),
     ]
     if gatekeeper.active:  # no tiers configured: no limits to check

@@ -6,17 +6,29 @@ the migration scripts shipped in ``migrations/``) and one repository per
 domain noun (``keys`` for virtual keys; ``tenants`` for tenants, their limit
 overrides and suspension; ``audit`` for the audit log every tenant and key
 change writes; ``events`` for what the alert logic noticed; ``requests`` for
-stored requests, spend rollups and feedback), plus the request-path cache in front of
-the key repository (``resolver``). May import ``keel.errors``, ``keel.config``
-and ``keel.telemetry.record`` (the record the request store is written from);
-never ``keel.api`` or ``keel.cli``, which call into it.
+stored requests, spend rollups and feedback; ``prompts`` for the prompt
+registry's immutable versions, labels and label moves; ``evals`` for eval
+runs, which qualify prompt versions for promotion), plus the request-path
+cache in front of the key repository (``resolver``). May import
+``keel.errors``, ``keel.config``, ``keel.telemetry.record`` (the record the
+request store is written from) and ``keel.prompts`` (the prompt file model
+and its diff); never ``keel.api`` or ``keel.cli``, which call into it.
 """
 
 from keel.store.audit import AuditRecord, AuditStore
 from keel.store.db import make_engine, redact_url, upgrade
+from keel.store.evals import EvalRun, EvalRunStore, record_eval_run
 from keel.store.events import Event, EventRecord, EventStore
 from keel.store.feedback import FeedbackRecord
 from keel.store.keys import KeyRecord, KeyStore, generate_key, hash_key
+from keel.store.prompts import (
+    LabelMove,
+    PromptLabel,
+    PromptRegistry,
+    PromptSummary,
+    PromptVersion,
+    PushResult,
+)
 from keel.store.requests import RequestStore, StoredRequest, TraceFilter
 from keel.store.resolver import KeyLookup, KeyResolver, ResolverStats
 from keel.store.rollups import DIMENSIONS, MixRow, SpendRow, UsefulRow
@@ -27,6 +39,8 @@ __all__ = [
     "UNSET",
     "AuditRecord",
     "AuditStore",
+    "EvalRun",
+    "EvalRunStore",
     "Event",
     "EventRecord",
     "EventStore",
@@ -35,7 +49,13 @@ __all__ = [
     "KeyRecord",
     "KeyResolver",
     "KeyStore",
+    "LabelMove",
     "MixRow",
+    "PromptLabel",
+    "PromptRegistry",
+    "PromptSummary",
+    "PromptVersion",
+    "PushResult",
     "RequestStore",
     "ResolverStats",
     "SpendRow",
@@ -48,6 +68,7 @@ __all__ = [
     "generate_key",
     "hash_key",
     "make_engine",
+    "record_eval_run",
     "redact_url",
     "upgrade",
 ]

@@ -238,3 +238,80 @@ events = sa.Table(
     sa.Index("ix_events_tenant_at", "tenant", "at"),
     sa.Index("ix_events_at", "at"),
 )
+
+
+# --- prompt registry and eval runs (migration 0004) ---------------------------
+
+PROMPT_NAME_LEN = 128  # keel.prompts.model.NAME_PATTERN
+LABEL_LEN = 64
+
+# One row per pushed prompt version. Immutable: nothing ever updates a row.
+prompt_versions = sa.Table(
+    "prompt_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(PROMPT_NAME_LEN), nullable=False),
+    sa.Column("version", sa.String(SHORT_LEN), nullable=False),
+    sa.Column("content_hash", sa.String(ID_LEN), nullable=False),  # sha256:<hex>
+    sa.Column("content", sa.JSON, nullable=False),  # keel.prompts.model.content_of
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("owner", sa.String(ACTOR_LEN), nullable=True),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(ACTOR_LEN), nullable=False),
+    sa.UniqueConstraint("name", "version", name="uq_prompt_versions_name_version"),
+)
+
+# Where each label points now; moved only together with a prompt_label_moves row.
+prompt_labels = sa.Table(
+    "prompt_labels",
+    metadata,
+    sa.Column("name", sa.String(PROMPT_NAME_LEN), primary_key=True),
+    sa.Column("label", sa.String(LABEL_LEN), primary_key=True),
+    sa.Column("version", sa.String(SHORT_LEN), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What eval suites concluded; a passing run qualifies a version for promotion.
+eval_runs = sa.Table(
+    "eval_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("suite", sa.String(NAME_LEN), nullable=False),
+    # NULL when the run's target was a model alias rather than a prompt version.
+    sa.Column("prompt_name", sa.String(PROMPT_NAME_LEN), nullable=True),
+    sa.Column("prompt_version", sa.String(SHORT_LEN), nullable=True),
+    # The content hash the run scored, when known: promotion then requires it to
+    # be the stored version's, so a run on an unpushed edit qualifies nothing.
+    sa.Column("prompt_hash", sa.String(ID_LEN), nullable=True),
+    sa.Column("dataset_hash", sa.String(ID_LEN), nullable=False),
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("summary", sa.JSON, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=True),  # NULL = unknown, never 0
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_eval_runs_prompt_name_version", "prompt_name", "prompt_version"),
+)
+
+# Every label move, oldest first by id: the history, and the change feed gateway
+# replicas poll (moves are written one at a time, so ids commit in order).
+prompt_label_moves = sa.Table(
+    "prompt_label_moves",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(PROMPT_NAME_LEN), nullable=False),
+    sa.Column("label", sa.String(LABEL_LEN), nullable=False),
+    sa.Column("from_version", sa.String(SHORT_LEN), nullable=True),  # NULL: label was new
+    sa.Column("to_version", sa.String(SHORT_LEN), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(ACTOR_LEN), nullable=False),
+    sa.Column("reason", sa.String(REASON_LEN), nullable=True),
+    sa.Column(
+        "eval_run_id",
+        sa.Integer,
+        sa.ForeignKey("eval_runs.id", ondelete="RESTRICT"),
+        nullable=True,
+    ),
+    sa.Column("forced", sa.Boolean, nullable=False),
+    sa.Column("kind", sa.String(TAG_LEN), nullable=False),  # promote | rollback
+    sa.Index("ix_prompt_label_moves_name_label", "name", "label"),
+)

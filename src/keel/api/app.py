@@ -20,6 +20,7 @@ from keel.api.admin import admin_routes
 from keel.api.admin_prompts import admin_prompt_routes
 from keel.api.data_plane import DataPlaneEndpoint
 from keel.api.errors import error_response, internal_error
+from keel.api.prompts import get_prompt
 from keel.api.records import feedback, get_trace, list_traces
 from keel.api.state import AppState, app_state, caller, state_of
 from keel.config import KeelConfig
@@ -58,6 +59,7 @@ def create_app(
             Route("/v1/feedback", feedback, methods=["POST"]),
             Route("/v1/traces", list_traces, methods=["GET"]),
             Route("/v1/traces/{request_id}", get_trace, methods=["GET"]),
+            Route("/v1/prompts/{name}", get_prompt, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

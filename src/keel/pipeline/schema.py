@@ -55,7 +55,8 @@ class PromptRef(BaseModel):
 class ChatRequest(_Open):
     # Both come from the prompt when one is named; required otherwise.
     model: Annotated[str, Field(min_length=1)] | None = None
-    messages: Annotated[list[Message], Field(min_length=1)] | None = None
+    # May be empty when a prompt supplies the messages (the OpenAI SDK always sends it).
+    messages: list[Message] | None = None
     prompt: PromptRef | None = None
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -94,6 +95,10 @@ def validate_chat(body: dict[str, Any]) -> ChatRequest:
         for name in ("model", "messages"):
             if getattr(chat, name) is None:
                 raise InvalidRequest(f"{name}: required field is missing", param=name)
+        if not chat.messages:
+            raise InvalidRequest(
+                "messages: at least one message is needed (or a prompt)", param="messages"
+            )
     elif chat.prompt.label is not None and chat.prompt.version is not None:
         raise InvalidRequest("prompt: give a label or a version, not both", param="prompt.version")
     return chat

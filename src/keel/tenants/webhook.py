@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import aiohttp
+from typing import TYPE_CHECKING
+
 import orjson
 
 from keel.config import WebhookConfig
 from keel.tenants.alerts import Event
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class WebhookSink:
@@ -18,12 +22,15 @@ class WebhookSink:
             "content-type": "application/json",
             **{k: v.get_secret_value() for k, v in config.headers.items()},
         }
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self._timeout_s = config.timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     async def __call__(self, event: Event) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            import aiohttp  # loaded with the first alert, not at start
+
+            timeout = aiohttp.ClientTimeout(total=self._timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
         body = orjson.dumps({"event": event.as_dict()})
         async with self._session.post(self._url, data=body, headers=self._headers) as response:
             if response.status >= 300:

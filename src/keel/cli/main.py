@@ -8,6 +8,7 @@ from keel import __version__
 from keel.cli._base import KeelGroup
 from keel.cli.config_cmd import config
 from keel.cli.cost import cost
+from keel.cli.evals import dataset, eval_
 from keel.cli.events import audit, events
 from keel.cli.gc import gc
 from keel.cli.keys import keys
@@ -37,6 +38,8 @@ cli.add_command(traces)
 cli.add_command(cost)
 cli.add_command(replay)
 cli.add_command(gc)
+cli.add_command(eval_)
+cli.add_command(dataset)
 
 
 def main() -> None:

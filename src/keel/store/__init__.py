@@ -8,8 +8,9 @@ overrides and suspension; ``audit`` for the audit log every tenant and key
 change writes; ``events`` for what the alert logic noticed; ``requests`` for
 stored requests, spend rollups and feedback; ``prompts`` for the prompt
 registry's immutable versions, labels and label moves; ``evals`` for eval
-runs, which qualify prompt versions for promotion), plus the request-path
-cache in front of the key repository (``resolver``). May import
+runs, which qualify prompt versions for promotion; ``judge_cache`` for the
+eval judge's verdicts), plus the request-path cache in front of the key
+repository (``resolver``). May import
 ``keel.errors``, ``keel.config``, ``keel.telemetry.record`` (the record the
 request store is written from) and ``keel.prompts`` (the prompt file model
 and its diff); never ``keel.api`` or ``keel.cli``, which call into it.
@@ -20,6 +21,7 @@ from keel.store.db import make_engine, redact_url, upgrade
 from keel.store.evals import EvalRun, EvalRunStore, record_eval_run
 from keel.store.events import Event, EventRecord, EventStore
 from keel.store.feedback import FeedbackRecord
+from keel.store.judge_cache import JudgeCache, JudgeCacheKey, JudgeCacheStats
 from keel.store.keys import KeyRecord, KeyStore, generate_key, hash_key
 from keel.store.prompts import (
     LabelMove,
@@ -45,6 +47,9 @@ __all__ = [
     "EventRecord",
     "EventStore",
     "FeedbackRecord",
+    "JudgeCache",
+    "JudgeCacheKey",
+    "JudgeCacheStats",
     "KeyLookup",
     "KeyRecord",
     "KeyResolver",

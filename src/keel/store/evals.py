@@ -127,6 +127,7 @@ class EvalRunStore:
     def list(
         self,
         *,
+        suite: str | None = None,
         prompt_name: str | None = None,
         prompt_version: str | None = None,
         passed: bool | None = None,
@@ -134,6 +135,8 @@ class EvalRunStore:
     ) -> list[EvalRun]:
         """Newest first, at most ``limit`` (1 to 1000), filtered by any of the arguments."""
         query = sa.select(eval_runs).order_by(eval_runs.c.id.desc())
+        if suite is not None:
+            query = query.where(eval_runs.c.suite == suite)
         if prompt_name is not None:
             query = query.where(eval_runs.c.prompt_name == prompt_name)
         if prompt_version is not None:

@@ -315,3 +315,23 @@ prompt_label_moves = sa.Table(
     sa.Column("kind", sa.String(TAG_LEN), nullable=False),  # promote | rollback
     sa.Index("ix_prompt_label_moves_name_label", "name", "label"),
 )
+
+# --- migration 0005 ---
+# Judge verdicts, so re-running an unchanged eval suite calls no judge. The key
+# is a sha256 over the judge alias, the judge prompt's hash and the hashes of
+# what the judge saw (keel.store.judge_cache.JudgeCacheKey); the parts are
+# kept beside it to prune by alias or prompt. Hashes are lower-case hex.
+HASH_LEN = 64
+judge_cache = sa.Table(
+    "judge_cache",
+    metadata,
+    sa.Column("key", sa.String(HASH_LEN), primary_key=True),
+    sa.Column("judge_alias", sa.String(NAME_LEN), nullable=False),
+    sa.Column("judge_prompt_hash", sa.String(HASH_LEN), nullable=False),
+    sa.Column("output_hash", sa.String(HASH_LEN), nullable=False),
+    sa.Column("reference_hash", sa.String(HASH_LEN), nullable=True),  # NULL: not shown
+    sa.Column("context_hash", sa.String(HASH_LEN), nullable=True),  # NULL: not shown
+    sa.Column("verdict", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_judge_cache_judge_alias", "judge_alias"),
+)

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from keel.api._asgi import RequestHeaders
 from keel.api.admin import admin_routes
+from keel.api.admin_experiments import admin_experiment_routes
 from keel.api.admin_prompts import admin_prompt_routes
 from keel.api.data_plane import DataPlaneEndpoint
 from keel.api.errors import error_response, internal_error
@@ -65,6 +66,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             *admin_routes(),
             *admin_prompt_routes(),
+            *admin_experiment_routes(),
         ],
         exception_handlers={
             HTTPException: http_exception,

@@ -31,7 +31,7 @@ from keel.errors import (
     http_status,
 )
 from keel.pipeline import RequestContext
-from keel.pipeline.emit import usage_of
+from keel.pipeline.emit import answer_text, usage_of
 from keel.providers.base import Json, Operation
 from keel.telemetry.context import new_span_id, parse_traceparent, traceparent
 from keel.tokens import tokens_for_chars
@@ -133,8 +133,11 @@ async def _fail(
 async def _finish(
     state: AppState, ctx: RequestContext, status: int, error: KeelError | None
 ) -> None:
-    """Record the request, then give back what it held against its tenant's limits."""
+    """Record the request, mirror it when an experiment picked it for shadowing, then
+    give back what it held against its tenant's limits."""
     state.emitter.finish(ctx, status, error)
+    if ctx.mirror is not None and error is None:
+        state.shadow.submit(ctx, answer_text(ctx))
     held, ctx.held = ctx.held, None
     if held is None:
         return
@@ -155,7 +158,7 @@ async def _stream(
     """Proxy chunk by chunk; a break after content is reported in-band, never as [DONE]."""
     opened = ctx.opened
     assert opened is not None
-    if ctx.capture:
+    if ctx.capture or ctx.mirror is not None:  # the shadow comparison needs the answer
         ctx.streamed_text = []
     tail = _DONE
     failure: KeelError | None = None
@@ -261,6 +264,9 @@ def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
     ]
     if ctx.downgraded_from is not None:
         headers.append((b"x-keel-downgraded-from", ctx.downgraded_from.encode()))
+    if ctx.assignment is not None:
+        headers.append((b"x-keel-experiment", ctx.assignment.experiment.encode()))
+        headers.append((b"x-keel-variant", ctx.assignment.variant.name.encode()))
     if ctx.prompt is not None:
         headers.append((b"x-keel-prompt", ctx.prompt.name.encode()))
         headers.append((b"x-keel-prompt-version", ctx.prompt.version.encode()))

@@ -14,12 +14,17 @@ from starlette.requests import Request
 
 from keel.config import KeelConfig
 from keel.costs import PriceBook
+from keel.experiments.runtime import Controller
 from keel.pipeline import Pipeline, authenticate, build_pipeline
 from keel.pipeline.emit import Emitter
+from keel.pipeline.experimenting import ExperimentCatalog
 from keel.pipeline.prompting import PromptCatalog
+from keel.pipeline.shadow import ShadowRunner
+from keel.pipeline.stages import build_shadow_pipeline
 from keel.providers import Upstream, build_upstream
 from keel.routing import Router
 from keel.store import (
+    ExperimentStore,
     KeyRecord,
     KeyResolver,
     KeyStore,
@@ -51,6 +56,8 @@ class AppState:
     emitter: Emitter
     tenancy: Tenancy
     prompts: PromptCatalog
+    experiments: ExperimentCatalog
+    shadow: ShadowRunner
 
     @property
     def gatekeeper(self) -> Gatekeeper:
@@ -101,23 +108,34 @@ async def app_state(
     prices = PriceBook(config)
     tenancy = build_tenancy(config, engine, requests, prices)
     catalog = PromptCatalog(PromptRegistry(engine))
+    experiments = ExperimentCatalog(ExperimentStore(engine))
+    emitter = Emitter(config, prices, writer)
     state = AppState(
         config=config,
         engine=engine,
         upstreams=built,
         router=routes,
         resolver=resolver,
-        pipeline=build_pipeline(routes, resolver, tenancy.gatekeeper, catalog),
+        pipeline=build_pipeline(routes, resolver, tenancy.gatekeeper, catalog, experiments),
         requests=requests,
         metrics=metrics,
         writer=writer,
-        emitter=Emitter(config, prices, writer),
+        emitter=emitter,
         tenancy=tenancy,
         prompts=catalog,
+        experiments=experiments,
+        shadow=ShadowRunner(build_shadow_pipeline(routes, catalog), emitter, routes),
     )
     await tenancy.start()
     await catalog.load()
-    following = asyncio.ensure_future(catalog.run())
+    await experiments.refresh()
+    # One replica at a time analyses each experiment (a lease in the store).
+    controller = Controller(engine, tenancy.notifier, interval_s=1.0)
+    following = [
+        asyncio.ensure_future(catalog.run()),
+        asyncio.ensure_future(experiments.run()),
+        asyncio.ensure_future(controller.run()),
+    ]
     writer.start()
     # The price table takes a moment to load; do it beside serving, not before.
     warming = asyncio.ensure_future(asyncio.to_thread(prices.warm))
@@ -128,7 +146,9 @@ async def app_state(
         yield state
     finally:
         warming.cancel()
-        following.cancel()
+        for task in following:
+            task.cancel()
+        await state.shadow.drain()  # copies of answered requests still owe their record
         await tenancy.aclose()
         # Requests have finished (the server drained them); now drain their records.
         await asyncio.to_thread(writer.stop)

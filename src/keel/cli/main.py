@@ -10,6 +10,7 @@ from keel.cli.config_cmd import config
 from keel.cli.cost import cost
 from keel.cli.evals import dataset, eval_
 from keel.cli.events import audit, events
+from keel.cli.experiments import experiment, rollout
 from keel.cli.gc import gc
 from keel.cli.keys import keys
 from keel.cli.prompts import prompts
@@ -40,6 +41,8 @@ cli.add_command(replay)
 cli.add_command(gc)
 cli.add_command(eval_)
 cli.add_command(dataset)
+cli.add_command(rollout)
+cli.add_command(experiment)
 
 
 def main() -> None:

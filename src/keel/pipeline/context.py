@@ -15,6 +15,7 @@ from keel.store import KeyRecord
 from keel.tenants import Held
 
 if TYPE_CHECKING:
+    from keel.pipeline.experimenting import Assignment
     from keel.pipeline.prompting import ServedPrompt
 
 
@@ -35,6 +36,12 @@ class RequestContext:
     end_user: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     prompt_ref: PromptRef | None = None
+    # experiment: the variant this request runs, and a candidate to mirror it to
+    assignment: Assignment | None = None
+    mirror: Assignment | None = None
+    variant_alias: str | None = None
+    shadow: bool = False  # this request is itself a mirrored copy
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded with the request as is
     # prompt: what was rendered (name, version, content hash)
     prompt: ServedPrompt | None = None
     # auth, tenant gate

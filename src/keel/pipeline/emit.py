@@ -94,8 +94,12 @@ class Emitter:
                 prompt_name=ctx.prompt.name if ctx.prompt else None,
                 prompt_version=ctx.prompt.version if ctx.prompt else None,
                 prompt_hash=ctx.prompt.content_hash if ctx.prompt else None,
+                experiment=ctx.assignment.experiment if ctx.assignment else None,
+                variant=ctx.assignment.variant.name if ctx.assignment else None,
+                shadow=ctx.shadow,
+                extra=ctx.extra,
                 request_body=ctx.body if ctx.capture else None,
-                response_text=_answer_text(ctx) if ctx.capture else None,
+                response_text=answer_text(ctx) if ctx.capture else None,
             )
         )
 
@@ -135,7 +139,7 @@ def usage_of(ctx: RequestContext) -> Usage:
     if ctx.route is None:
         return Usage()
     # The upstream gave no usage (or the stream broke first): count what we saw.
-    output_chars = ctx.streamed_chars if ctx.stream else len(_answer_text(ctx) or "")
+    output_chars = ctx.streamed_chars if ctx.stream else len(answer_text(ctx) or "")
     return Usage(
         input_tokens=tokens_for_chars(prompt_chars(ctx.body)),
         output_tokens=tokens_for_chars(output_chars),
@@ -143,7 +147,7 @@ def usage_of(ctx: RequestContext) -> Usage:
     )
 
 
-def _answer_text(ctx: RequestContext) -> str | None:
+def answer_text(ctx: RequestContext) -> str | None:
     if ctx.stream:
         return "".join(ctx.streamed_text) if ctx.streamed_text is not None else None
     if ctx.route is None:

@@ -124,6 +124,8 @@ class RenderPrompt:
         rendered: list[dict[str, Any]] = list(render(served.file, ref.variables))
         body = merge_request(served, ctx.body)
         body["messages"] = rendered + list(ctx.body.get("messages") or ())
+        if ctx.variant_alias is not None:  # an experiment's variant names its own model
+            body["model"] = ctx.variant_alias
         ctx.prompt = served
         ctx.upstream_body = {k: v for k, v in body.items() if k not in ("prompt", "metadata")}
         ctx.body = body

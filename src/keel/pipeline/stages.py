@@ -9,6 +9,7 @@ import orjson
 
 from keel.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from keel.pipeline.context import RequestContext
+from keel.pipeline.experimenting import AssignVariant, ExperimentCatalog
 from keel.pipeline.prompting import PromptCatalog, RenderPrompt
 from keel.pipeline.schema import KEEL_FIELDS, validate_chat, validate_embeddings
 from keel.routing import Router
@@ -162,13 +163,18 @@ class Pipeline:
 
 
 def build_pipeline(
-    router: Router, resolver: KeyResolver, gatekeeper: Gatekeeper, catalog: PromptCatalog
+    router: Router,
+    resolver: KeyResolver,
+    gatekeeper: Gatekeeper,
+    catalog: PromptCatalog,
+    experiments: ExperimentCatalog,
 ) -> Pipeline:
     """The order of the data plane, in one place."""
     stages: list[Stage] = [
         Parse(),
         Authenticate(resolver),
         TenantGate(gatekeeper),
+        AssignVariant(experiments, gatekeeper.tier_name),
         RenderPrompt(catalog),
         ResolveModel(router),
     ]
@@ -176,3 +182,9 @@ def build_pipeline(
         stages.append(Limit(gatekeeper))
     stages.append(Route(router))
     return Pipeline(stages)
+
+
+def build_shadow_pipeline(router: Router, catalog: PromptCatalog) -> Pipeline:
+    """What a mirrored copy goes through: it is already authenticated and assigned,
+    and it is not charged to its tenant's limits."""
+    return Pipeline([RenderPrompt(catalog), ResolveModel(router), Route(router)])

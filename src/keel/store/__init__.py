@@ -9,17 +9,25 @@ change writes; ``events`` for what the alert logic noticed; ``requests`` for
 stored requests, spend rollups and feedback; ``prompts`` for the prompt
 registry's immutable versions, labels and label moves; ``evals`` for eval
 runs, which qualify prompt versions for promotion; ``judge_cache`` for the
-eval judge's verdicts), plus the request-path cache in front of the key
+eval judge's verdicts; ``experiments`` for experiments and rollouts, their
+shares and every decision), plus the request-path cache in front of the key
 repository (``resolver``). May import
 ``keel.errors``, ``keel.config``, ``keel.telemetry.record`` (the record the
-request store is written from) and ``keel.prompts`` (the prompt file model
-and its diff); never ``keel.api`` or ``keel.cli``, which call into it.
+request store is written from), ``keel.prompts`` (the prompt file model
+and its diff) and ``keel.experiments.spec`` (the experiment file model);
+never ``keel.api`` or ``keel.cli``, which call into it.
 """
 
 from keel.store.audit import AuditRecord, AuditStore
 from keel.store.db import make_engine, redact_url, upgrade
 from keel.store.evals import EvalRun, EvalRunStore, record_eval_run
 from keel.store.events import Event, EventRecord, EventStore
+from keel.store.experiments import (
+    Applied,
+    ExperimentEvent,
+    ExperimentRecord,
+    ExperimentStore,
+)
 from keel.store.feedback import FeedbackRecord
 from keel.store.judge_cache import JudgeCache, JudgeCacheKey, JudgeCacheStats
 from keel.store.keys import KeyRecord, KeyStore, generate_key, hash_key
@@ -39,6 +47,7 @@ from keel.store.tenants import UNSET, TenantRecord, TenantStore, apply_limit_cha
 __all__ = [
     "DIMENSIONS",
     "UNSET",
+    "Applied",
     "AuditRecord",
     "AuditStore",
     "EvalRun",
@@ -46,6 +55,9 @@ __all__ = [
     "Event",
     "EventRecord",
     "EventStore",
+    "ExperimentEvent",
+    "ExperimentRecord",
+    "ExperimentStore",
     "FeedbackRecord",
     "JudgeCache",
     "JudgeCacheKey",

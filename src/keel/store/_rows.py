@@ -79,6 +79,8 @@ def _detail(record: RequestRecord) -> dict[str, Any]:
         detail["response_model"] = record.response_model
     if record.provider is not None:
         detail["provider"] = record.provider
+    if record.extra:  # e.g. a shadow call's judged comparison with the control's answer
+        detail.update(record.extra)
     return detail
 
 
@@ -147,6 +149,7 @@ def encode_batch(
                     _clip(record.prompt_name, NAME_LEN),
                     prompt_version,
                     _clip(record.prompt_hash, ID_LEN),
+                    _clip(record.experiment, ID_LEN),
                     variant,
                     _clip(record.cache, TAG_LEN),
                     _clip(record.guardrail, TAG_LEN),

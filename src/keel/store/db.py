@@ -32,7 +32,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Starting a server checks it with one SELECT, so a
 # migrated database never pays for importing Alembic (a worker starts in
 # well under a second); tests/store assert it matches the scripts' head.
-SCHEMA_HEAD = "0005_judge_cache"
+SCHEMA_HEAD = "0006_experiments"
 _POSTGRES_DRIVERS = {"postgresql", "postgresql+psycopg"}
 
 

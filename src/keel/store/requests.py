@@ -89,6 +89,7 @@ class StoredRequest:
     shadow: bool
     detail: dict[str, Any]  # attempts, stages, finish_reasons, metadata, parent_span_id...
     content: dict[str, Any] | None  # request_body, response_text; None unless captured
+    experiment: str | None = None  # the experiment that assigned ``variant``
     feedback: tuple[FeedbackRecord, ...] = ()
 
     @property

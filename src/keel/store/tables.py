@@ -137,6 +137,9 @@ requests = sa.Table(
     sa.Column("prompt_name", sa.String(NAME_LEN), nullable=True),
     sa.Column("prompt_version", sa.String(SHORT_LEN), nullable=True),
     sa.Column("prompt_hash", sa.String(ID_LEN), nullable=True),
+    # The experiment that assigned ``variant`` (keel.experiments), NULL for none; added
+    # by migration 0006 (at the end of the table on disk: inserts name their columns).
+    sa.Column("experiment", sa.String(ID_LEN), nullable=True),
     sa.Column("variant", sa.String(SHORT_LEN), nullable=True),
     sa.Column("cache", sa.String(TAG_LEN), nullable=True),
     sa.Column("guardrail", sa.String(TAG_LEN), nullable=True),
@@ -147,6 +150,8 @@ requests = sa.Table(
     sa.Column("content", sa.JSON(none_as_null=True), nullable=True),
     sa.Index("ix_requests_tenant_started_at", "tenant", "started_at"),
     sa.Index("ix_requests_started_at", "started_at"),
+    # The controller reads one experiment's requests since its step began.
+    sa.Index("ix_requests_experiment_started_at", "experiment", "started_at"),
 )
 
 # The key of one rollup row. '' stands for "none" because NULLs never collide
@@ -334,4 +339,49 @@ judge_cache = sa.Table(
     sa.Column("verdict", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_judge_cache_judge_alias", "judge_alias"),
+)
+
+
+# --- experiments and rollouts (migration 0006) ---------------------------------
+
+EXPERIMENT_NAME_LEN = 128  # keel.experiments.spec.Experiment.name
+
+# One row per experiment: its file, where it stands, and the shares gateways apply.
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("name", sa.String(EXPERIMENT_NAME_LEN), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),  # the Experiment file, as JSON
+    sa.Column("status", sa.String(TAG_LEN), nullable=False),  # running | paused | ...
+    sa.Column("step_index", sa.Integer, nullable=False),  # ramps: index into ramp.steps
+    sa.Column("step_started_at", UTCDateTime, nullable=False),
+    sa.Column("shares", sa.JSON, nullable=False),  # percent per variant: what assignment uses
+    # A feed position: every change takes the highest version of any row plus one,
+    # one change at a time, so replicas re-read only rows above what they last saw.
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(ACTOR_LEN), nullable=False),
+    # The controller replica analysing it now, until when (keel.experiments.runtime).
+    sa.Column("lease_owner", sa.String(ID_LEN), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Index("ix_experiments_status", "status"),
+    sa.Index("ix_experiments_version", "version"),
+)
+
+# Every decision and operator action on an experiment, with the numbers behind it.
+experiment_events = sa.Table(
+    "experiment_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("experiment", sa.String(EXPERIMENT_NAME_LEN), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    # controller, cli:<os user> or key:<key prefix>
+    sa.Column("actor", sa.String(ACTOR_LEN), nullable=False),
+    sa.Column("action", sa.String(TAG_LEN), nullable=False),  # start | advance | hold | ...
+    sa.Column("reasons", sa.JSON, nullable=False),  # list of sentences
+    sa.Column("numbers", sa.JSON, nullable=False),  # the metrics and statistics decided on
+    sa.Column("step_index", sa.Integer, nullable=False),  # after the event
+    sa.Column("shares", sa.JSON, nullable=False),  # after the event
+    sa.Index("ix_experiment_events_experiment_id", "experiment", "id"),
 )

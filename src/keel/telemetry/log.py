@@ -40,6 +40,7 @@ def log_fields(record: RequestRecord) -> dict[str, Any]:
         "error_type": record.error_type,
         "cache": record.cache,
         "guardrail": record.guardrail,
+        "experiment": record.experiment,
         "variant": record.variant,
         "attempts": record.attempt_count,
         "stream": record.stream,

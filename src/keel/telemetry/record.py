@@ -88,6 +88,7 @@ class RequestRecord:
     prompt_name: str | None = None
     prompt_version: str | None = None
     prompt_hash: str | None = None
+    experiment: str | None = None
     variant: str | None = None
     cache: str | None = None  # "hit" | "miss" | None when no cache is configured
     guardrail: str | None = None  # "allow" | "flag" | "redact" | "block"

@@ -156,6 +156,7 @@ def _root_attributes(record: RequestRecord) -> Attrs:
         ("keel.prompt.name", record.prompt_name),
         ("keel.prompt.version", record.prompt_version),
         ("keel.prompt.hash", record.prompt_hash),
+        ("keel.experiment", record.experiment),
         ("keel.variant", record.variant),
         ("keel.cache", record.cache),
         ("keel.guardrail", record.guardrail),

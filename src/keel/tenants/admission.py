@@ -137,9 +137,14 @@ class Gatekeeper:
         self._tier_cache[key.id] = (key, tier)
         return tier
 
+    def tier_name(self, key: KeyRecord) -> str | None:
+        """The name of the tier ``key`` runs on: its own, its tenant's, or the default."""
+        policy = self.directory.get(key.tenant)
+        return key.own_tier or (policy.tier if policy else None) or self._default_tier
+
     def _resolve_tier(self, key: KeyRecord) -> Tier | None:
         policy = self.directory.get(key.tenant)
-        name = key.own_tier or (policy.tier if policy else None) or self._default_tier
+        name = self.tier_name(key)
         if name is None:
             return None
         base = self._tiers.get(name)

@@ -32,6 +32,7 @@ from keel.config import (
     Tier,
     WebhookConfig,
 )
+from keel.experiments.spec import Cohort, Experiment, Guard, Ramp, Shadow, Variant
 
 DOCS = Path(__file__).parents[1] / "docs"
 
@@ -60,6 +61,12 @@ def doc(name: str) -> str:
         (LimitsConfig, "limits.md"),
         (AlertsConfig, "limits.md"),
         (WebhookConfig, "limits.md"),
+        (Experiment, "experiments.md"),
+        (Variant, "experiments.md"),
+        (Cohort, "experiments.md"),
+        (Guard, "experiments.md"),
+        (Ramp, "experiments.md"),
+        (Shadow, "experiments.md"),
         (OpenAICompatProvider, "providers.md"),
         (AnthropicProvider, "providers.md"),
         (SimulatorProvider, "simulator.md"),

@@ -174,3 +174,43 @@ def _filter() -> Any:
     from keel.store import TraceFilter
 
     return TraceFilter(tenant="acme")
+
+
+async def test_a_sampled_share_is_judged_online_before_it_is_recorded(tmp_path: Path) -> None:
+    cfg = config(tmp_path).model_copy(deep=True)
+    raw = cfg.model_dump(mode="json")
+    raw["providers"]["judge"] = {
+        "kind": "simulator",
+        "answers": [
+            {"pattern": "(?s).*", "answer": '{"score": 4, "pass": true, "reason": "clear"}'}
+        ],
+    }
+    raw["models"].append({"alias": "judge", "deployments": [{"provider": "judge", "model": "j"}]})
+    judged = experiment(
+        name="judged",
+        alias="fast",
+        unit="request",
+        variants=[
+            {"name": "control", "control": True, "alias": "fast"},
+            {"name": "smart", "alias": "smart"},
+        ],
+        guards=[
+            {
+                "metric": "judge_score",
+                "max_decrease": 0.1,
+                "judge_alias": "judge",
+                "judge_sample": 1.0,
+            }
+        ],
+        split={"control": 50, "smart": 50},
+    )
+    async with open_gateway(gateway_config(tmp_path, raw)) as gw:
+        await start(gw, judged)
+        answer = await ask(gw, "ann")
+        await gw.state.online_judge.drain()
+        row = stored(gw, answer)
+        stats = gw.state.online_judge.stats
+    assert answer.status_code == 200
+    assert row is not None and row.experiment == "judged"
+    assert row.detail["judge"] == 0.75  # 4 on the 1-5 scale
+    assert (stats.judged, stats.dropped, stats.failed) == (1, 0, 0)

@@ -135,7 +135,10 @@ async def _finish(
 ) -> None:
     """Record the request, mirror it when an experiment picked it for shadowing, then
     give back what it held against its tenant's limits."""
-    state.emitter.finish(ctx, status, error)
+    if ctx.judge is not None and error is None:
+        state.online_judge.submit(ctx, status)  # recorded once its answer is rated
+    else:
+        state.emitter.finish(ctx, status, error)
     if ctx.mirror is not None and error is None:
         state.shadow.submit(ctx, answer_text(ctx))
     held, ctx.held = ctx.held, None

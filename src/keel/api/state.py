@@ -18,6 +18,7 @@ from keel.experiments.runtime import Controller
 from keel.pipeline import Pipeline, authenticate, build_pipeline
 from keel.pipeline.emit import Emitter
 from keel.pipeline.experimenting import ExperimentCatalog
+from keel.pipeline.online_judge import OnlineJudge
 from keel.pipeline.prompting import PromptCatalog
 from keel.pipeline.shadow import ShadowRunner
 from keel.pipeline.stages import build_shadow_pipeline
@@ -25,6 +26,7 @@ from keel.providers import Upstream, build_upstream
 from keel.routing import Router
 from keel.store import (
     ExperimentStore,
+    JudgeCache,
     KeyRecord,
     KeyResolver,
     KeyStore,
@@ -58,6 +60,7 @@ class AppState:
     prompts: PromptCatalog
     experiments: ExperimentCatalog
     shadow: ShadowRunner
+    online_judge: OnlineJudge
 
     @property
     def gatekeeper(self) -> Gatekeeper:
@@ -125,6 +128,7 @@ async def app_state(
         prompts=catalog,
         experiments=experiments,
         shadow=ShadowRunner(build_shadow_pipeline(routes, catalog), emitter, routes),
+        online_judge=OnlineJudge(routes, emitter, JudgeCache(engine)),
     )
     await tenancy.start()
     await catalog.load()
@@ -148,7 +152,9 @@ async def app_state(
         warming.cancel()
         for task in following:
             task.cancel()
-        await state.shadow.drain()  # copies of answered requests still owe their record
+        # Answered requests still owe their record: their shadow copies and judge scores.
+        await state.shadow.drain()
+        await state.online_judge.drain()
         await tenancy.aclose()
         # Requests have finished (the server drained them); now drain their records.
         await asyncio.to_thread(writer.stop)

@@ -67,6 +67,10 @@ class Guard(_Strict):
     max_decrease: Annotated[float, Field(ge=0)] | None = None
     judge_alias: str | None = None  # judge_score only: the judge model alias
     judge_sample: Annotated[float, Field(gt=0, le=1)] = 0.05  # share of requests judged
+    # judge_score only: what the judge rates each sampled answer on (it sees the request too).
+    judge_criteria: str = (
+        "Does the answer serve the user's request: correct, relevant, complete and clear?"
+    )
 
     @model_validator(mode="after")
     def _one_direction(self) -> Guard:

@@ -15,6 +15,7 @@ from keel.store import KeyRecord
 from keel.tenants import Held
 
 if TYPE_CHECKING:
+    from keel.experiments.spec import Guard
     from keel.pipeline.experimenting import Assignment
     from keel.pipeline.prompting import ServedPrompt
 
@@ -40,6 +41,7 @@ class RequestContext:
     assignment: Assignment | None = None
     mirror: Assignment | None = None
     variant_alias: str | None = None
+    judge: Guard | None = None  # picked for the online judge: record once rated
     shadow: bool = False  # this request is itself a mirrored copy
     extra: dict[str, Any] = field(default_factory=dict)  # recorded with the request as is
     # prompt: what was rendered (name, version, content hash)

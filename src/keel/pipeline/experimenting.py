@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keel.experiments.assign import assign, bucket, eligible, unit_id
-from keel.experiments.spec import Experiment, Shadow, Variant
+from keel.experiments.spec import Experiment, Guard, Shadow, Variant
 from keel.pipeline.context import RequestContext
 
 if TYPE_CHECKING:
@@ -100,10 +100,21 @@ class AssignVariant:
         variant = assign(spec, live.shares, unit)
         ctx.assignment = Assignment(spec.name, variant)
         apply_variant(ctx, variant)
-        if spec.shadow is not None:
-            share = spec.shadow.share
-            if bucket(f"{spec.hash_seed}:shadow", ctx.request_id) < share * _BUCKETS:
-                ctx.mirror = Assignment(spec.name, spec.candidates[0], spec.shadow)
+        if spec.shadow is not None and _picked(spec, "shadow", ctx.request_id, spec.shadow.share):
+            ctx.mirror = Assignment(spec.name, spec.candidates[0], spec.shadow)
+        guard = judge_guard(spec.guards)
+        if guard is not None and _picked(spec, "judge", ctx.request_id, guard.judge_sample):
+            ctx.judge = guard
+
+
+def _picked(spec: Experiment, purpose: str, request_id: str, share: float) -> bool:
+    """A sticky draw per request, independent of the variant's own bucket."""
+    return bucket(f"{spec.hash_seed}:{purpose}", request_id) < share * _BUCKETS
+
+
+def judge_guard(guards: list[Guard]) -> Guard | None:
+    """The experiment's judge_score guard, when it names a judge alias."""
+    return next((g for g in guards if g.metric == "judge_score" and g.judge_alias), None)
 
 
 def apply_variant(ctx: RequestContext, variant: Variant) -> None:

@@ -13,15 +13,15 @@ record, where the experiment's analysis reads them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from keel.errors import KeelError, http_status
+from keel.pipeline._lanes import Lane
 from keel.pipeline.context import RequestContext
 from keel.pipeline.experimenting import Assignment, apply_variant
 from keel.pipeline.schema import PromptRef
@@ -52,13 +52,6 @@ class ShadowStats:
     queued: int = 0
     dropped: int = 0  # the experiment's queue was full
     done: int = 0
-    failed: int = 0
-
-
-@dataclass(slots=True)
-class _Lane:
-    queue: asyncio.Queue[Job]
-    workers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class ShadowRunner:
@@ -66,7 +59,7 @@ class ShadowRunner:
         self._pipeline = pipeline
         self._emitter = emitter
         self._router = router
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane[Job]] = {}
         self.stats = ShadowStats()
 
     def submit(self, ctx: RequestContext, control_answer: str | None) -> bool:
@@ -74,10 +67,7 @@ class ShadowRunner:
         mirror = ctx.mirror
         if mirror is None or mirror.shadow is None:
             return False
-        lane = self._lane(mirror)
-        try:
-            lane.queue.put_nowait(Job(ctx, mirror, control_answer))
-        except asyncio.QueueFull:
+        if not self._lane(mirror).offer(Job(ctx, mirror, control_answer)):
             self.stats.dropped += 1
             return False
         self.stats.queued += 1
@@ -86,31 +76,15 @@ class ShadowRunner:
     async def drain(self) -> None:
         """Finish what is queued (shutdown), then stop the workers."""
         for lane in self._lanes.values():
-            await lane.queue.join()
-            for worker in lane.workers:
-                worker.cancel()
+            await lane.drain()
 
-    def _lane(self, mirror: Assignment) -> _Lane:
+    def _lane(self, mirror: Assignment) -> Lane[Job]:
         lane = self._lanes.get(mirror.experiment)
         if lane is None:
             assert mirror.shadow is not None
-            lane = _Lane(asyncio.Queue(maxsize=mirror.shadow.queue_size))
-            lane.workers = [
-                asyncio.ensure_future(self._work(lane)) for _ in range(mirror.shadow.concurrency)
-            ]
+            lane = Lane(self._run, size=mirror.shadow.queue_size, workers=mirror.shadow.concurrency)
             self._lanes[mirror.experiment] = lane
         return lane
-
-    async def _work(self, lane: _Lane) -> None:
-        while True:
-            job = await lane.queue.get()
-            try:
-                await self._run(job)
-            except Exception:  # a copy must never take the worker down
-                self.stats.failed += 1
-                log.exception("shadow call failed")
-            finally:
-                lane.queue.task_done()
 
     async def _run(self, job: Job) -> None:
         original = job.original

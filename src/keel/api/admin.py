@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from keel._time import parse_iso_time
 from keel.api.state import AppState, caller
 from keel.config import format_path
 from keel.errors import InvalidRequest, KeelError, PermissionDenied
@@ -151,16 +152,7 @@ def _query_limit(request: Request) -> int:
 
 def _query_since(request: Request) -> datetime | None:
     text = request.query_params.get("since")
-    if text is None:
-        return None
-    try:
-        since = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidRequest(
-            f"since: {text!r} is not an ISO 8601 time such as 2030-01-31T12:00:00Z",
-            param="since",
-        ) from None
-    return since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    return None if text is None else parse_iso_time(text, "since")
 
 
 def _tenant_view(state: AppState, record: TenantRecord, keys: tuple[int, int]) -> dict[str, Any]:

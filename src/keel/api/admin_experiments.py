@@ -109,28 +109,25 @@ async def list_events(request: Request) -> Response:
     return _listing(await asyncio.to_thread(read))
 
 
-async def pause(request: Request) -> Response:
+async def _steer(request: Request, action: str) -> Response:
+    """pause, resume or advance, as the operator asked."""
     state, actor = await admin_caller(request)
     body = await _body(request, Steer)
-    store = _store(state)
+    act = getattr(_store(state), action)
     name = request.path_params["name"]
-    return _applied(await asyncio.to_thread(lambda: store.pause(name, actor, reason=body.reason)))
+    return _applied(await asyncio.to_thread(lambda: act(name, actor, reason=body.reason)))
+
+
+async def pause(request: Request) -> Response:
+    return await _steer(request, "pause")
 
 
 async def resume(request: Request) -> Response:
-    state, actor = await admin_caller(request)
-    body = await _body(request, Steer)
-    store = _store(state)
-    name = request.path_params["name"]
-    return _applied(await asyncio.to_thread(lambda: store.resume(name, actor, reason=body.reason)))
+    return await _steer(request, "resume")
 
 
 async def advance(request: Request) -> Response:
-    state, actor = await admin_caller(request)
-    body = await _body(request, Steer)
-    store = _store(state)
-    name = request.path_params["name"]
-    return _applied(await asyncio.to_thread(lambda: store.advance(name, actor, reason=body.reason)))
+    return await _steer(request, "advance")
 
 
 async def rollback(request: Request) -> Response:

@@ -9,12 +9,13 @@ Running gateways apply a change within 5 seconds.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from keel._time import parse_iso_time
 from keel.cli._base import KeelGroup, config_option, dumps, format_usd, open_database
 from keel.cli.tenants import TABLE_OR_JSON, actor_option, default_actor
 from keel.errors import InvalidRequest
@@ -347,16 +348,7 @@ def experiment() -> None:
 
 
 def _since_option(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        since = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidRequest(
-            f"--since: {text!r} is not an ISO 8601 time such as 2030-01-31T12:00:00Z",
-            param="--since",
-        ) from None
-    return since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    return None if text is None else parse_iso_time(text, "--since")
 
 
 @experiment.command("report")

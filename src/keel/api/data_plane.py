@@ -258,16 +258,16 @@ def _format_cost(cost: float | None) -> bytes:
 
 
 def _route_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+    headers = []
     route = ctx.route
-    if route is None:
-        return []
-    headers = [
-        (b"x-keel-model", route.deployment.encode()),
-        (b"x-keel-attempts", str(route.attempt_count).encode()),
-    ]
+    if route is not None:
+        headers += [
+            (b"x-keel-model", route.deployment.encode()),
+            (b"x-keel-attempts", str(route.attempt_count).encode()),
+        ]
     if ctx.downgraded_from is not None:
         headers.append((b"x-keel-downgraded-from", ctx.downgraded_from.encode()))
-    if ctx.assignment is not None:
+    if ctx.assignment is not None:  # errors too: a variant that fails must be visible
         headers.append((b"x-keel-experiment", ctx.assignment.experiment.encode()))
         headers.append((b"x-keel-variant", ctx.assignment.variant.name.encode()))
     if ctx.prompt is not None:

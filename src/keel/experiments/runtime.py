@@ -104,6 +104,10 @@ def rollback_event(record: ExperimentRecord, event: ExperimentEvent) -> Event:
     )
 
 
+# Longer than the gateways' experiment refresh (1 s), with room for a slow tick.
+STEP_SETTLE_S = 3.0
+
+
 class Controller:
     """Decides for running experiments, one replica per experiment at a time (see module doc)."""
 
@@ -161,9 +165,10 @@ class Controller:
         until = now + timedelta(seconds=analysis_interval(record.spec))
         if not self._store.try_lease(record.name, self.owner, now=now, until=until):
             return None
-        metrics = variant_metrics(
-            self._engine, record.name, record.step_started_at, spec=record.spec
-        )
+        # Replicas take up to a refresh to apply a new step's shares; requests served
+        # on the old split in between would read as a sample-ratio mismatch.
+        since = record.step_started_at + timedelta(seconds=STEP_SETTLE_S)
+        metrics = variant_metrics(self._engine, record.name, since, spec=record.spec)
         decision = decide(record.spec, record.step_index, record.step_started_at, now, metrics)
         applied = self._store.apply(
             record.name, decision, CONTROLLER, expect_version=record.version

@@ -82,7 +82,10 @@ def test_every_config_field_is_documented(model: type[BaseModel], page: str) -> 
 
 def _commands(group: click.Group, prefix: str = "keel") -> list[str]:
     found = []
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
         path = f"{prefix} {name}"
         if isinstance(command, click.Group):
             found.extend(_commands(command, path))
@@ -108,6 +111,7 @@ def _error_classes() -> list[type[errors.KeelError]]:
 
 
 def test_every_error_code_is_documented() -> None:
+    _commands(cli)  # loads every command module, and with them every error class
     text = doc("api.md") + doc("providers.md") + doc("keys.md")
     codes = {cls.code for cls in _error_classes()}
     missing = sorted(code for code in codes if f"`{code}`" not in text)

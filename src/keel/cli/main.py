@@ -1,48 +1,56 @@
-"""Assembles the ``keel`` command from one module per command group."""
+"""Assembles the ``keel`` command from one module per command group.
+
+Command modules load when their command runs, not at start: ``keel serve``
+must not pay for the eval runner's or the rollout tools' imports.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from keel import __version__
 from keel.cli._base import KeelGroup
-from keel.cli.config_cmd import config
-from keel.cli.cost import cost
-from keel.cli.evals import dataset, eval_
-from keel.cli.events import audit, events
-from keel.cli.experiments import experiment, rollout
-from keel.cli.gc import gc
-from keel.cli.keys import keys
-from keel.cli.prompts import prompts
-from keel.cli.replay import replay
-from keel.cli.serve import serve
-from keel.cli.sim import sim
-from keel.cli.tenants import tenants
-from keel.cli.traces import traces
+
+# command name -> "module:attribute", in the order ``keel --help`` lists them
+COMMANDS = {
+    "serve": "keel.cli.serve:serve",
+    "sim": "keel.cli.sim:sim",
+    "keys": "keel.cli.keys:keys",
+    "tenants": "keel.cli.tenants:tenants",
+    "prompts": "keel.cli.prompts:prompts",
+    "eval": "keel.cli.evals:eval_",
+    "dataset": "keel.cli.evals:dataset",
+    "rollout": "keel.cli.experiments:rollout",
+    "experiment": "keel.cli.experiments:experiment",
+    "audit": "keel.cli.events:audit",
+    "events": "keel.cli.events:events",
+    "config": "keel.cli.config_cmd:config",
+    "traces": "keel.cli.traces:traces",
+    "cost": "keel.cli.cost:cost",
+    "replay": "keel.cli.replay:replay",
+    "gc": "keel.cli.gc:gc",
+}
 
 
-@click.group(cls=KeelGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(KeelGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="keel")
 def cli() -> None:
     """Keel: an LLMOps control plane in front of every LLM call."""
-
-
-cli.add_command(serve)
-cli.add_command(sim)
-cli.add_command(keys)
-cli.add_command(tenants)
-cli.add_command(prompts)
-cli.add_command(audit)
-cli.add_command(events)
-cli.add_command(config)
-cli.add_command(traces)
-cli.add_command(cost)
-cli.add_command(replay)
-cli.add_command(gc)
-cli.add_command(eval_)
-cli.add_command(dataset)
-cli.add_command(rollout)
-cli.add_command(experiment)
 
 
 def main() -> None:

@@ -28,11 +28,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from keel.experiments.decide import Decision, decide
-from keel.experiments.metrics_query import variant_metrics
 from keel.experiments.spec import Experiment
 from keel.store.experiments import (
     CONTROLLER,
@@ -41,6 +40,9 @@ from keel.store.experiments import (
     ExperimentStore,
 )
 from keel.tenants.alerts import Event, Notifier
+
+if TYPE_CHECKING:
+    from keel.experiments.decide import Decision
 
 __all__ = [
     "ALL_TENANTS",
@@ -168,6 +170,10 @@ class Controller:
         # Replicas take up to a refresh to apply a new step's shares; requests served
         # on the old split in between would read as a sample-ratio mismatch.
         since = record.step_started_at + timedelta(seconds=STEP_SETTLE_S)
+        # The statistics (numpy) load with the first analysis, not with every gateway.
+        from keel.experiments.decide import decide
+        from keel.experiments.metrics_query import variant_metrics
+
         metrics = variant_metrics(self._engine, record.name, since, spec=record.spec)
         decision = decide(record.spec, record.step_index, record.step_started_at, now, metrics)
         applied = self._store.apply(

@@ -446,8 +446,15 @@ def size(
     """Samples per variant a fixed A/B test needs to detect a rate change of --mde."""
     from keel.experiments.sizing import sample_size
 
-    if not 0 < alpha < 1 or not 0 < power < 1:
-        raise InvalidRequest("--alpha and --power must be between 0 and 1", param="--alpha")
+    for option, value in (
+        ("--baseline-rate", baseline_rate),
+        ("--alpha", alpha),
+        ("--power", power),
+    ):
+        if not 0 < value < 1:
+            raise InvalidRequest(
+                f"{option}: expected a number between 0 and 1, got {value:g}", param=option
+            )
     try:
         n = sample_size(baseline_rate, mde, alpha=alpha, power=power, two_sided=not one_sided)
     except ValueError as error:

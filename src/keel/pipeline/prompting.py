@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from keel.errors import InvalidRequest, NotFound
 from keel.pipeline.context import RequestContext
-from keel.pipeline.schema import PromptRef
+from keel.pipeline.schema import KEEL_FIELDS, PromptRef, upstream_fields
 
 if TYPE_CHECKING:
     from keel.prompts import PromptFile
@@ -29,8 +29,6 @@ log = logging.getLogger("keel.prompts")
 DEFAULT_LABEL = "production"
 # An unknown version is asked for again after this long, not on every request.
 _MISS_TTL_S = 1.0
-# Fields the prompt owns: a request never sets them alongside a prompt.
-_PROMPT_OWNED = frozenset({"messages", "prompt", "metadata"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +125,7 @@ class RenderPrompt:
         if ctx.variant_alias is not None:  # an experiment's variant names its own model
             body["model"] = ctx.variant_alias
         ctx.prompt = served
-        ctx.upstream_body = {k: v for k, v in body.items() if k not in ("prompt", "metadata")}
+        ctx.upstream_body = upstream_fields(body)
         ctx.body = body
 
 
@@ -143,9 +141,10 @@ def merge_request(served: ServedPrompt, request: dict[str, Any]) -> dict[str, An
         )
     body: dict[str, Any] = {**prompt.params, "model": prompt.model}
     for name, value in request.items():
-        if name in _PROMPT_OWNED or name == "model":
+        if name in ("messages", "model"):  # the prompt renders one; the other is checked above
             continue
-        if name in prompt.params and name not in prompt.overridable:
+        owned = name in prompt.params and name not in KEEL_FIELDS
+        if owned and name not in prompt.overridable:
             raise InvalidRequest(
                 f"{name}: prompt {label} sets it and does not let requests override it",
                 param=name,
@@ -153,8 +152,4 @@ def merge_request(served: ServedPrompt, request: dict[str, Any]) -> dict[str, An
         body[name] = value
     if model is not None:
         body["model"] = model
-    if "prompt" in request:
-        body["prompt"] = request["prompt"]
-    if "metadata" in request:
-        body["metadata"] = request["metadata"]
     return body

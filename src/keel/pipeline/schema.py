@@ -89,6 +89,11 @@ _EMBEDDINGS = TypeAdapter(EmbeddingsRequest)
 KEEL_FIELDS = frozenset({"metadata", "prompt"})
 
 
+def upstream_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without Keel's own fields: what an upstream may see."""
+    return {k: v for k, v in body.items() if k not in KEEL_FIELDS}
+
+
 def validate_chat(body: dict[str, Any]) -> ChatRequest:
     chat = _validate(_CHAT, body)
     if chat.prompt is None:

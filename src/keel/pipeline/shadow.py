@@ -24,7 +24,7 @@ from keel.errors import KeelError, http_status
 from keel.pipeline._lanes import Lane
 from keel.pipeline.context import RequestContext
 from keel.pipeline.experimenting import Assignment, apply_variant
-from keel.pipeline.schema import PromptRef
+from keel.pipeline.schema import PromptRef, upstream_fields
 from keel.telemetry.context import new_span_id
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class ShadowRunner:
         body["stream"] = False  # nobody reads the copy as it streams
         body.pop("stream_options", None)
         ctx.body = body
-        ctx.upstream_body = {k: v for k, v in body.items() if k not in ("prompt", "metadata")}
+        ctx.upstream_body = upstream_fields(body)
         ctx.key, ctx.tier = original.key, original.tier
         ctx.end_user, ctx.metadata = original.end_user, dict(original.metadata)
         if original.prompt_ref is not None:

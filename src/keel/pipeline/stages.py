@@ -11,7 +11,12 @@ from keel.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from keel.pipeline.context import RequestContext
 from keel.pipeline.experimenting import AssignVariant, ExperimentCatalog
 from keel.pipeline.prompting import PromptCatalog, RenderPrompt
-from keel.pipeline.schema import KEEL_FIELDS, validate_chat, validate_embeddings
+from keel.pipeline.schema import (
+    KEEL_FIELDS,
+    upstream_fields,
+    validate_chat,
+    validate_embeddings,
+)
 from keel.routing import Router
 from keel.store import KeyRecord, KeyResolver
 from keel.tenants import Gatekeeper
@@ -49,7 +54,7 @@ class Parse:
         ctx.metadata = dict(metadata or {})
         ctx.body = body
         if not KEEL_FIELDS.isdisjoint(body):
-            ctx.upstream_body = {k: v for k, v in body.items() if k not in KEEL_FIELDS}
+            ctx.upstream_body = upstream_fields(body)
         else:
             ctx.upstream_body = body
 

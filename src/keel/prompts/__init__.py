@@ -11,13 +11,14 @@ Pure domain code: no I/O beyond reading the files it is pointed at, no
 database, no network. The registry reaches lint through the small
 ``RegistryView`` Protocol. May import ``keel.errors`` and ``keel.config``
 (its error formatting); never ``keel.api`` or ``keel.cli``. Importing it
-imports Jinja2 but not jsonschema, which only lint loads.
+loads neither Jinja2 nor jsonschema: each loads with the first name that needs it.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from keel._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from keel.prompts._codegen import class_name, codegen
@@ -96,13 +97,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'keel.prompts' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [

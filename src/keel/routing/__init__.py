@@ -7,6 +7,14 @@ it fails. Imports ``keel.config``, ``keel.errors``, ``keel.tokens`` and
 """
 
 from keel.routing.breaker import Admission, BreakerState, CircuitBreaker
-from keel.routing.router import OpenedStream, Router, RouteResult
+from keel.routing.router import OpenedStream, Router, RouteResult, reachable_deployments
 
-__all__ = ["Admission", "BreakerState", "CircuitBreaker", "OpenedStream", "RouteResult", "Router"]
+__all__ = [
+    "Admission",
+    "BreakerState",
+    "CircuitBreaker",
+    "OpenedStream",
+    "RouteResult",
+    "Router",
+    "reachable_deployments",
+]

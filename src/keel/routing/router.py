@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -410,3 +410,15 @@ async def _aclose(stream: AsyncIterator[Json]) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
+
+
+def reachable_deployments(alias: ModelAlias, aliases: Mapping[str, ModelAlias]) -> tuple[str, ...]:
+    """Every deployment a request for ``alias`` may end up on, in chain order.
+
+    The alias, its ``fallbacks``, and the ``context_fallback`` of any of them:
+    a superset of one walk, which takes at most one context fallback. Budget
+    reservations price a request at the dearest of these.
+    """
+    chain = [alias, *(aliases[name] for name in alias.fallbacks)]
+    chain += [aliases[a.context_fallback] for a in list(chain) if a.context_fallback]
+    return tuple(dict.fromkeys(d.name for a in chain for d in a.deployments))

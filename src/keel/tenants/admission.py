@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -38,6 +38,7 @@ from keel.limits import (
     Refused,
     Ticket,
 )
+from keel.routing import reachable_deployments
 from keel.telemetry.record import Usage
 from keel.tenants import estimate
 from keel.tenants.directory import TenantDirectory
@@ -102,7 +103,7 @@ class Gatekeeper:
         self._default_tier = config.limits.default_tier
         self._budget_status = config.limits.budget_status
         self._aliases = {m.alias: m for m in config.models}
-        self._reachable = {m.alias: _reachable(m, self._aliases) for m in config.models}
+        self._reachable = {m.alias: reachable_deployments(m, self._aliases) for m in config.models}
         self._prices = prices
         self._spent_loader = spent_loader
         self._on_levels = on_levels
@@ -372,12 +373,6 @@ class Gatekeeper:
         else:
             message = f"{refused.name} limit of {refused.limit} reached{after}"
         return RateLimited(message, limit=refused.name, retry_after_s=retry)
-
-
-def _reachable(alias: ModelAlias, aliases: Mapping[str, ModelAlias]) -> tuple[str, ...]:
-    chain = [alias, *(aliases[name] for name in alias.fallbacks)]
-    chain += [aliases[a.context_fallback] for a in list(chain) if a.context_fallback]
-    return tuple(dict.fromkeys(d.name for a in chain for d in a.deployments))
 
 
 def _any_tpm(tier: Tier) -> bool:

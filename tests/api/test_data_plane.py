@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ async def test_chat_completion(tmp_path: Path) -> None:
     assert response.headers["x-keel-model"] == "primary/m1"
     assert response.headers["x-keel-attempts"] == "1"
     assert len(response.headers["x-request-id"]) == 32
+
+
+def test_new_request_ids_start_with_the_time_so_they_sort_by_arrival() -> None:
+    from keel.api._asgi import new_request_id
+
+    before = time.time_ns() // 1_000_000
+    ids = [new_request_id() for _ in range(1000)]
+    after = time.time_ns() // 1_000_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)
+    assert [i[:12] for i in ids] == sorted(i[:12] for i in ids)
 
 
 async def test_caller_request_id_is_kept(tmp_path: Path) -> None:

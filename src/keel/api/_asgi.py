@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,18 @@ def _request_id(given: bytes | None) -> str:
     """The caller's ``x-request-id`` when it is sane, else a fresh one."""
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given.decode()
-    return os.urandom(16).hex()
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """32 hex digits: milliseconds since the epoch, then 80 random bits.
+
+    Ids that grow with time land at the end of the request store's
+    primary-key index instead of on a random page of it, which keeps each
+    telemetry batch's inserts to a few pages however large the table grows
+    (the same reason UUIDv7 exists). They also sort by arrival.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:

@@ -87,6 +87,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         http="httptools",
+        ws="none",  # no WebSocket routes: skip importing a WebSocket stack
         loop="uvloop",
         timeout_graceful_shutdown=30,
     )

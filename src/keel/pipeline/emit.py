@@ -58,6 +58,7 @@ class Emitter:
             route.deployment if route else "", (None, None)
         )
         response = route.response if route is not None else {}
+        t0 = ctx.started
         self._writer.submit(
             RequestRecord(
                 request_id=ctx.request_id,
@@ -88,8 +89,10 @@ class Emitter:
                 ttft_ms=ctx.ttft_ms,
                 attempts=self._attempts(ctx),
                 stages=tuple(
-                    StageRecord(name, (start - ctx.started) * 1000, (end - start) * 1000)
-                    for name, start, end in ctx.stages
+                    [
+                        StageRecord(name, (start - t0) * 1000, (end - start) * 1000)
+                        for name, start, end in ctx.stages
+                    ]
                 ),
                 prompt_name=ctx.prompt.name if ctx.prompt else None,
                 prompt_version=ctx.prompt.version if ctx.prompt else None,

@@ -3,19 +3,25 @@
 The request path only fills this in (timestamps, usage, outcome); spans,
 log lines, stored rows, rollups and OTLP export are all derived from it off
 the hot path, by the telemetry writer.
+
+Records are never changed once queued, but the classes are not frozen
+dataclasses: a frozen dataclass sets every field through
+``object.__setattr__``, which made building one record (40 fields, a stage
+per pipeline step) cost about 30 µs of the request path instead of about 5.
+Stages are named tuples for the same reason.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from keel.errors import SKIPPED_OUTCOMES
 
 Status = Literal["ok", "error"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptRecord:
     """One upstream call, with offsets from the request's start."""
 
@@ -29,8 +35,7 @@ class AttemptRecord:
     duration_ms: float
 
 
-@dataclass(frozen=True, slots=True)
-class StageRecord:
+class StageRecord(NamedTuple):
     """A pipeline stage that did work, with offsets from the request's start."""
 
     name: str
@@ -38,7 +43,7 @@ class StageRecord:
     duration_ms: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """Tokens of one request, with OpenTelemetry semantics.
 
@@ -55,7 +60,7 @@ class Usage:
     estimated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestRecord:
     request_id: str
     trace_id: str  # 32 hex

@@ -13,7 +13,7 @@ class BatchStore(Protocol):
 
 
 class Observer(Protocol):
-    def observe(self, record: RequestRecord) -> None: ...
+    def observe_batch(self, records: Sequence[RequestRecord]) -> None: ...
 
 
 class Exporter(Protocol):
@@ -46,8 +46,7 @@ class MetricsSink:
         self._metrics = metrics
 
     def write(self, records: Sequence[RequestRecord], kept: Sequence[bool]) -> None:
-        for record in records:
-            self._metrics.observe(record)
+        self._metrics.observe_batch(records)
 
     def close(self) -> None:
         pass

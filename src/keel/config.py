@@ -214,7 +214,7 @@ class TelemetryConfig(Strict):
     # Small batches, often: the writer thread shares the GIL with the event
     # loop, and a short turn per batch keeps requests' tail latency down
     # (bench/README.md: p99 at 300 req/s went from about 23 ms to 10 ms
-    # against 500 records a second).
+    # against batches of 500 once a second).
     batch_size: Annotated[int, Field(ge=1)] = 100
     flush_interval_s: Seconds = 0.25
 

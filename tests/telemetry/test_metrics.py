@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,31 @@ def test_every_metric_is_documented() -> None:
         name for name in families if f"`{name}`" not in docs and f"`{name}_total`" not in docs
     ]
     assert not missing, f"docs/telemetry.md does not mention {missing}"
+
+
+def test_scrapes_while_the_writer_counts_see_whole_batches() -> None:
+    # New tenants add dict entries during the batches: without the lock, a
+    # scrape would iterate a dict that changes size under it.
+    m = Metrics()
+    batches = [[make_record(tenant=f"t{b}-{i}") for i in range(20)] for b in range(100)]
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for batch in batches:
+                m.observe_batch(batch)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen: list[float] = []
+    while thread.is_alive() and len(seen) < 1000:
+        total = sum(
+            value for (name, _), value in samples(m).items() if name == "keel_requests_total"
+        )
+        seen.append(total)
+    thread.join()
+    assert not errors
+    assert all(total % 20 == 0 for total in seen)  # never part of a batch
+    assert sum(v for (n, _), v in samples(m).items() if n == "keel_requests_total") == 2000

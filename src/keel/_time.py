@@ -1,10 +1,19 @@
-"""Reading the times people type: ISO 8601, UTC when no offset is given."""
+"""Time helpers: the clock stores and runtimes default to, and reading the times
+people type (ISO 8601, UTC when no offset is given)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from keel.errors import InvalidRequest
+
+# What a store or runtime takes as ``clock=``: tests pass a fake one.
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def parse_iso_time(text: str, param: str) -> datetime:

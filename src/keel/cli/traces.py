@@ -60,7 +60,7 @@ def list_(
 ) -> None:
     """Stored requests, newest first."""
     from keel.store import RequestStore, TraceFilter
-    from keel.store.requests import MAX_LIST
+    from keel.store.db import MAX_LIST
 
     # Checked before opening the database, so a typo costs nothing.
     if not 1 <= limit <= MAX_LIST:

@@ -25,13 +25,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.experiments.spec import Experiment
 from keel.store.experiments import (
     CONTROLLER,
@@ -55,15 +55,10 @@ __all__ = [
 
 log = logging.getLogger("keel.experiments")
 
-Clock = Callable[[], datetime]
 DEFAULT_INTERVAL_S = 5.0  # how often the loop looks for experiments due
 DEFAULT_ANALYSIS_S = 30.0  # analysis interval of splits and shadows (ramps set their own)
 # A rollback concerns every tenant in the experiment; alert events name one tenant.
 ALL_TENANTS = "*"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def analysis_interval(spec: Experiment) -> float:
@@ -118,7 +113,7 @@ class Controller:
         engine: sa.Engine,
         notifier: Notifier | None = None,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         interval_s: float = DEFAULT_INTERVAL_S,
         owner: str | None = None,
     ) -> None:

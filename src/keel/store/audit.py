@@ -7,23 +7,17 @@ of the change itself, so a change and its audit row commit or fail together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.errors import InvalidRequest
-from keel.store.db import translate_errors
+from keel.store.db import capped, translate_errors
 from keel.store.tables import ACTOR_LEN, REASON_LEN, TARGET_LEN, audit_log
-
-Clock = Callable[[], datetime]
-MAX_LIST = 1000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +91,7 @@ def record_change(
 class AuditStore:
     """Reads the audit log; rows are only ever written by the repositories' changes."""
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, engine: sa.Engine, *, clock: Clock = utcnow) -> None:
         self._engine = engine
         self._clock = clock
 
@@ -123,6 +117,6 @@ class AuditStore:
             query = query.where(audit_log.c.actor == actor)
         if since is not None:
             query = query.where(audit_log.c.at >= since)
-        query = query.limit(max(1, min(limit, MAX_LIST)))
+        query = query.limit(capped(limit))
         with translate_errors(self._engine, "reading the audit log"), self._engine.connect() as c:
             return [AuditRecord(**row) for row in c.execute(query).mappings()]

@@ -36,6 +36,15 @@ SCHEMA_HEAD = "0006_experiments"
 _POSTGRES_DRIVERS = {"postgresql", "postgresql+psycopg"}
 
 
+# Most rows any list call of a repository returns at once.
+MAX_LIST = 1000
+
+
+def capped(limit: int) -> int:
+    """``limit`` brought into 1..MAX_LIST: a list call never runs unbounded."""
+    return max(1, min(limit, MAX_LIST))
+
+
 def json_dumps(value: Any) -> str:
     """JSON text for a JSON column: the engines' serializer and the bulk write path's.
 

@@ -7,23 +7,17 @@ qualifies a prompt version for promotion (``keel.store.prompts``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.errors import InvalidRequest
-from keel.store.db import translate_errors
+from keel.store.db import capped, translate_errors
 from keel.store.tables import ID_LEN, NAME_LEN, PROMPT_NAME_LEN, SHORT_LEN, eval_runs
-
-Clock = Callable[[], datetime]
-MAX_LIST = 1000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +69,7 @@ def record_eval_run(
     summary: Mapping[str, Any] | None = None,
     cost_usd: float | None = None,
     prompt_hash: str | None = None,
-    clock: Clock = _utcnow,
+    clock: Clock = utcnow,
 ) -> EvalRun:
     """Store one eval run and return it with its id.
 
@@ -143,6 +137,6 @@ class EvalRunStore:
             query = query.where(eval_runs.c.prompt_version == prompt_version)
         if passed is not None:
             query = query.where(eval_runs.c.passed == passed)
-        query = query.limit(max(1, min(limit, MAX_LIST)))
+        query = query.limit(capped(limit))
         with translate_errors(self._engine, "reading eval runs"), self._engine.connect() as c:
             return [EvalRun(**row) for row in c.execute(query).mappings()]

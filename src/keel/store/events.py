@@ -6,24 +6,19 @@ alerting code, which adds them off the request path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.errors import InvalidRequest
-from keel.store.db import translate_errors
+from keel.store.db import capped, translate_errors
 from keel.store.tables import ID_LEN, REASON_LEN, SHORT_LEN, events
 
-Clock = Callable[[], datetime]
 SEVERITIES = ("info", "warning", "critical")
-MAX_LIST = 1000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +59,7 @@ class EventRecord:
 class EventStore:
     """Adds and lists events; every method is synchronous and short."""
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, engine: sa.Engine, *, clock: Clock = utcnow) -> None:
         self._engine = engine
         self._clock = clock
 
@@ -115,7 +110,7 @@ class EventStore:
             query = query.where(events.c.at >= since)
         if kind is not None:
             query = query.where(events.c.kind == kind)
-        query = query.limit(max(1, min(limit, MAX_LIST)))
+        query = query.limit(capped(limit))
         with translate_errors(self._engine, "listing events"), self._engine.connect() as conn:
             return [EventRecord(**row) for row in conn.execute(query).mappings()]
 

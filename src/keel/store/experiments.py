@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.errors import InvalidRequest, NotFound
 from keel.experiments.spec import Experiment
 from keel.store._experiment_records import (
@@ -47,7 +48,7 @@ from keel.store._experiment_records import (
     ramp_shares,
 )
 from keel.store.audit import check_actor, check_reason, record_change
-from keel.store.db import translate_errors
+from keel.store.db import capped, translate_errors
 from keel.store.keys import DEFAULT_ACTOR
 from keel.store.prompts import PRODUCTION, PromptRegistry
 from keel.store.tables import experiment_events, experiments, prompt_versions
@@ -63,15 +64,9 @@ __all__ = [
     "experiment_target",
 ]
 
-Clock = Callable[[], datetime]
-MAX_LIST = 1000
 # Serializes experiment changes on PostgreSQL, so versions commit in order.
 _CHANGES_LOCK_ID = 0x6B65656C_0006
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def experiment_target(name: str) -> str:
@@ -111,7 +106,7 @@ class ExperimentStore:
         self,
         engine: sa.Engine,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         aliases: Iterable[str] | None = None,
     ) -> None:
         self._engine = engine
@@ -173,7 +168,7 @@ class ExperimentStore:
             sa.select(experiment_events)
             .where(experiment_events.c.experiment == name)
             .order_by(experiment_events.c.id.desc())
-            .limit(max(1, min(limit, MAX_LIST)))
+            .limit(capped(limit))
         )
         with (
             translate_errors(self._engine, "reading experiment events"),

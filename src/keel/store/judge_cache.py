@@ -15,23 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.errors import InvalidRequest
 from keel.store.db import translate_errors
 from keel.store.tables import NAME_LEN, judge_cache
-
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def sha256_hex(text: str) -> str:
@@ -79,7 +73,7 @@ class JudgeCache:
     the same thing at once both succeed, and later readers all see one answer.
     """
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, engine: sa.Engine, *, clock: Clock = utcnow) -> None:
         self._engine = engine
         self._clock = clock
         self._lock = threading.Lock()  # callers run get/put on worker threads

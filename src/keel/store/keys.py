@@ -13,13 +13,14 @@ import base64
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.config import Tier, check_override, check_tier
 from keel.errors import InvalidRequest, NotFound
 from keel.store.audit import record_change
@@ -33,13 +34,8 @@ _KEY_BYTES = 32
 _KEY_PATTERN = re.compile(r"sk-keel-[A-Za-z0-9_-]{43}")
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]*")
 
-Clock = Callable[[], datetime]
 # Who made a change when the caller does not say (library use, tests).
 DEFAULT_ACTOR = "system"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def generate_key() -> str:
@@ -230,7 +226,7 @@ class KeyStore:
         self,
         engine: sa.Engine,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         tiers: Collection[str] | None = None,
         aliases: Collection[str] | None = None,
     ) -> None:

@@ -17,12 +17,13 @@ in order and a poller that remembers the last id it saw never misses one.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.errors import InvalidRequest, NotFound
 from keel.prompts.model import PromptFile, content_hash, content_of
 from keel.prompts.versions import version_key
@@ -36,7 +37,7 @@ from keel.store._prompt_records import (
     PushStatus,
 )
 from keel.store.audit import check_actor, check_reason, record_change
-from keel.store.db import translate_errors
+from keel.store.db import MAX_LIST, capped, translate_errors
 from keel.store.keys import DEFAULT_ACTOR
 from keel.store.tables import (
     LABEL_LEN,
@@ -64,17 +65,11 @@ __all__ = [
     "prompt_target",
 ]
 
-Clock = Callable[[], datetime]
 
 PRODUCTION = "production"
 LABEL_PATTERN = re.compile(rf"[a-z0-9][a-z0-9._-]{{0,{LABEL_LEN - 1}}}")
-MAX_LIST = 1000
 # Serializes label moves on PostgreSQL, so the feed's ids commit in order.
 _MOVES_LOCK_ID = 0x6B65656C_0004
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def prompt_target(name: str) -> str:
@@ -107,7 +102,7 @@ class PromptRegistry:
     against; :meth:`lint_view` hands it over typed as lint's ``RegistryView``.
     """
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, engine: sa.Engine, *, clock: Clock = utcnow) -> None:
         self._engine = engine
         self._clock = clock
 
@@ -219,7 +214,7 @@ class PromptRegistry:
         query = sa.select(prompt_label_moves).where(prompt_label_moves.c.name == name)
         if label is not None:
             query = query.where(prompt_label_moves.c.label == label)
-        query = query.order_by(prompt_label_moves.c.id.desc()).limit(max(1, min(limit, MAX_LIST)))
+        query = query.order_by(prompt_label_moves.c.id.desc()).limit(capped(limit))
         return self._moves(query, "reading prompt history")
 
     def moves_since(self, last_id: int, *, limit: int = MAX_LIST) -> list[LabelMove]:
@@ -228,7 +223,7 @@ class PromptRegistry:
             sa.select(prompt_label_moves)
             .where(prompt_label_moves.c.id > last_id)
             .order_by(prompt_label_moves.c.id)
-            .limit(max(1, min(limit, MAX_LIST)))
+            .limit(capped(limit))
         )
         return self._moves(query, "reading label moves")
 

@@ -9,32 +9,27 @@ rows. See docs/store.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.errors import InvalidRequest, NotFound
 from keel.store import _bulk, rollups
 from keel.store import feedback as fb
 from keel.store._rows import encode_batch, usd
-from keel.store.db import translate_errors
+from keel.store.db import MAX_LIST, translate_errors
 from keel.store.feedback import FeedbackRecord
 from keel.store.rollups import MixRow, SpendRow, UsefulRow
 from keel.store.tables import feedback, requests
 from keel.telemetry.record import RequestRecord
 
-Clock = Callable[[], datetime]
-MAX_LIST = 1000
 # Each gc chunk is one IN (...) list of bound parameters: keep it well under
 # SQLite's 32,766 and PostgreSQL's 65,535 parameter limits.
 MAX_GC_BATCH = 10_000
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +108,7 @@ def _aware(value: datetime, param: str) -> datetime:
 class RequestStore:
     """Requests, rollups and feedback on one engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock = _utcnow) -> None:
+    def __init__(self, engine: sa.Engine, *, clock: Clock = utcnow) -> None:
         self._engine = engine
         self._clock = clock
 

@@ -12,17 +12,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
+from keel._time import Clock, utcnow
 from keel.errors import StoreError
-from keel.store.keys import Clock, KeyRecord, hash_key, is_well_formed
+from keel.store.keys import KeyRecord, hash_key, is_well_formed
 
 _V = TypeVar("_V")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class KeyLookup(Protocol):
@@ -79,7 +75,7 @@ class KeyResolver:
         max_negative_entries: int = 1_000,
         lookup_timeout_s: float = DEFAULT_LOOKUP_TIMEOUT_S,
         monotonic: Callable[[], float] = time.monotonic,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.store = store
         self.ttl_s = ttl_s

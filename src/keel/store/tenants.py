@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from keel._time import Clock, utcnow
 from keel.config import Tier, tier_with
 from keel.errors import InvalidRequest, NotFound
 from keel.store.audit import check_actor, check_reason, record_change
@@ -30,12 +31,7 @@ from keel.store.keys import (
 )
 from keel.store.tables import tenants
 
-Clock = Callable[[], datetime]
 _TICK = timedelta(microseconds=1)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Unset(enum.Enum):
@@ -170,7 +166,7 @@ class TenantStore:
         self,
         engine: sa.Engine,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
         tiers: Collection[str] | None = None,
         aliases: Collection[str] | None = None,
     ) -> None:

@@ -175,9 +175,6 @@ class Metrics:
         for key in (("positive",), ("negative",)):
             self._feedback.touch(key)
         self._dropped.touch(())
-        self._seen_pairs: set[tuple[str, str]] = set()
-        self._seen_aliases: set[str] = set()
-        self._seen_genai: set[Labels] = set()
         self._gauges = _Gauges()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(
@@ -216,7 +213,8 @@ class Metrics:
     def _observe(self, record: RequestRecord) -> None:
         alias = self._alias(record.alias)
         tenant = record.tenant or ""
-        if (alias, tenant) not in self._seen_pairs:
+        # Every (alias, tenant) seen has a cost entry, zero or not.
+        if (alias, tenant) not in self._cost.values:
             self._first_pair(alias, tenant)
         by_alias = (alias,)
         usage = record.usage
@@ -258,7 +256,7 @@ class Metrics:
         error_type = "" if ok else (record.error_type or "error")
         operation, provider = record.operation, record.provider or ""
         genai = (operation, provider, alias, error_type)
-        if genai not in self._seen_genai:
+        if genai not in self._genai_duration.values:
             self._first_genai(genai)
         self._genai_duration.observe(genai, seconds)
         if ok:
@@ -274,14 +272,12 @@ class Metrics:
 
     def _first_pair(self, alias: str, tenant: str) -> None:
         """Zeros for an (alias, tenant) seen for the first time, so its series all exist."""
-        self._seen_pairs.add((alias, tenant))
         for status in ("ok", "error"):
             self._requests.touch((status, alias, tenant))
         for kind in ("input", "cached_input", "output"):
             self._tokens.touch((kind, alias, tenant))
         self._cost.touch((alias, tenant))
-        if alias not in self._seen_aliases:
-            self._seen_aliases.add(alias)
+        if (alias,) not in self._duration.values:
             for series in (
                 self._duration,
                 self._ttft,
@@ -292,7 +288,6 @@ class Metrics:
                 series.touch((alias,))
 
     def _first_genai(self, key: Labels) -> None:
-        self._seen_genai.add(key)
         operation, provider, alias, _ = key
         self._genai_duration.touch(key)
         for kind in ("input", "output"):

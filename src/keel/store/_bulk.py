@@ -8,9 +8,20 @@ SQLAlchemy (a parameter dict per row run through every column's type
 processor, then positional conversion), more than building the rows. Here
 the rows arrive as tuples already in the form each database stores (see
 ``keel.store._rows.encode_batch``), so the only per-row work left is the
-driver's own: ``exec_driver_sql`` passes the list to ``cursor.executemany``
-untouched, and still runs in SQLAlchemy's transaction, events and error
-handling. The SQL is built once per dialect from the table metadata.
+driver's own: ``exec_driver_sql`` hands the values to the cursor untouched,
+and still runs in SQLAlchemy's transaction, events and error handling.
+The SQL is built once per dialect from the table metadata.
+
+On SQLite the request rows go in as one statement per batch rather than an
+executemany. The sqlite3 module lets go of the GIL around every step, so an
+executemany of 100 rows handed the GIL to the event loop and back 100 times
+per batch, each hand-over costing the event loop a wake-up and cold caches.
+Here the batch travels as one JSON array that SQLite unpacks itself
+(``json_each``), so the writer steps once. Unpacking costs SQLite more than
+binding (about 35 µs a row against 14 µs), but without the GIL: in two
+benchmark runs the event loop used about 20 µs less CPU per request and the
+gateway served about 7 % more requests a second. PostgreSQL keeps its
+executemany, which psycopg pipelines into one round trip anyway.
 
 The values must be exactly what SQLAlchemy's types would have bound, so that
 reads through SQLAlchemy (``RequestStore.get``, ``list_requests``, rollups)
@@ -28,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from keel.store._rows import Row, Stamp
+from keel.store.db import json_dumps
 from keel.store.tables import SPEND_COUNTERS, SPEND_KEY, requests, spend_daily
 
 
@@ -54,16 +66,21 @@ class BulkWriter:
     insert_requests: str  # skips a request id already stored
     upsert_spend: str  # adds each increment to its rollup row, creating it if new
     stamp: Stamp
+    rows_as_json: bool  # insert_requests takes the whole batch as one JSON array
 
     def write(self, conn: sa.Connection, rows: list[Row], increments: list[Row]) -> None:
         """Run both statements on ``conn`` (in the caller's transaction)."""
-        if rows:
+        if rows and self.rows_as_json:
+            conn.exec_driver_sql(self.insert_requests, (json_dumps(rows),))
+        elif rows:
             conn.exec_driver_sql(self.insert_requests, rows)
         if increments:
             conn.exec_driver_sql(self.upsert_spend, increments)
 
 
-def _build(dialect: Dialect, placeholder: str, stamp: Stamp, *, cast_json: bool) -> BulkWriter:
+def _build(
+    dialect: Dialect, placeholder: str, stamp: Stamp, *, cast_json: bool, rows_as_json: bool
+) -> BulkWriter:
     quote = dialect.identifier_preparer.quote
 
     def bind(column: sa.Column[object]) -> str:
@@ -78,26 +95,37 @@ def _build(dialect: Dialect, placeholder: str, stamp: Stamp, *, cast_json: bool)
         values = ", ".join(bind(c) for c in columns)
         return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({values})"
 
+    def insert_from_json(table: sa.Table) -> str:
+        # json_extract, not ->>: it needs no newer SQLite than the 3.9 JSON1 has.
+        # Its values are the ones binding would give: text, integer (true is 1),
+        # real, NULL. "WHERE true" lets the ON CONFLICT clause follow a SELECT.
+        names = ", ".join(quote(c.name) for c in table.c)
+        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(table.c)))
+        source = "FROM json_each(?) WHERE true"
+        return f"INSERT INTO {quote(table.name)} ({names}) SELECT {values} {source}"
+
     key = ", ".join(quote(c.name) for c in requests.primary_key.columns)
+    rows_insert = insert_from_json(requests) if rows_as_json else insert(requests, list(requests.c))
     spend = quote(spend_daily.name)
     additions = ", ".join(
         f"{quote(c)} = {spend}.{quote(c)} + excluded.{quote(c)}" for c in SPEND_COUNTERS
     )
     return BulkWriter(
-        insert_requests=f"{insert(requests, list(requests.c))} ON CONFLICT ({key}) DO NOTHING",
+        insert_requests=f"{rows_insert} ON CONFLICT ({key}) DO NOTHING",
         upsert_spend=(
             f"{insert(spend_daily, [spend_daily.c[c] for c in (*SPEND_KEY, *SPEND_COUNTERS)])}"
             f" ON CONFLICT ({', '.join(quote(c) for c in SPEND_KEY)}) DO UPDATE SET {additions}"
         ),
         stamp=stamp,
+        rows_as_json=rows_as_json,
     )
 
 
 _BUILDERS: dict[str, Callable[[Dialect], BulkWriter]] = {
     # sqlite3 binds True/False as the integers 1/0, as SQLAlchemy's Boolean does.
-    "sqlite": lambda d: _build(d, "?", _sqlite_stamp, cast_json=False),
+    "sqlite": lambda d: _build(d, "?", _sqlite_stamp, cast_json=False, rows_as_json=True),
     # psycopg 3: executemany is pipelined, one round trip for the whole batch.
-    "postgresql": lambda d: _build(d, "%s", _postgres_stamp, cast_json=True),
+    "postgresql": lambda d: _build(d, "%s", _postgres_stamp, cast_json=True, rows_as_json=False),
 }
 _writers: dict[str, BulkWriter] = {}
 

@@ -2,7 +2,7 @@
 
 Pure functions, no I/O: the write path encodes a whole batch in Python, in
 one pass, into plain tuples the database driver takes as they are (see
-``keel.store._bulk``), so the database sees one executemany per table.
+``keel.store._bulk``), so the database sees one statement per table.
 """
 
 from __future__ import annotations

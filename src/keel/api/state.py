@@ -152,8 +152,8 @@ async def app_state(
     # A request allocates hundreds of container objects, so at the default
     # threshold of 700 a young collection ran every few requests, each one
     # walking every request in flight and every record queued for telemetry:
-    # about 7 µs of CPU per request with telemetry off and 25 µs with it fully
-    # on (bench/README.md). Cycles are still collected, just less often.
+    # about 7 µs of CPU per request with telemetry off and 20 to 30 µs with it
+    # fully on (bench/README.md). Cycles are still collected, just less often.
     gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
     try:
         yield state

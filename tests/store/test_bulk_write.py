@@ -19,7 +19,7 @@ from request_support import T0, make_record
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from keel.store import RequestStore, StoredRequest
+from keel.store import RequestStore, StoredRequest, _bulk
 from keel.store._bulk import writer
 from keel.store._rows import encode_batch
 from keel.store.tables import SPEND_COUNTERS, SPEND_KEY, requests, spend_daily
@@ -247,3 +247,25 @@ def test_sql_is_built_from_the_table_metadata(engine: sa.Engine) -> None:
     else:  # one JSON array per batch, unpacked by SQLite: one step, one GIL hand-over
         assert bulk.insert_requests.count("?") == 1
         assert f"json_extract(value, '$[{len(requests.c) - 1}]')" in bulk.insert_requests
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the JSON array is SQLite's alone
+def test_sqlite_without_json_functions_stores_the_same_rows(
+    engine: sa.Engine, rs: RequestStore
+) -> None:
+    assert _bulk.sqlite_has_json()  # so the store under test took the JSON path
+    records = _varied()
+    rs.write_batch(records, [True] * len(records))
+    # The executemany path, as used where SQLite lacks json_each.
+    plain = _bulk._build(
+        engine.dialect, "?", _bulk._sqlite_stamp, cast_json=False, rows_as_json=False
+    )
+    copies = [dataclasses.replace(r, request_id=REF + r.request_id) for r in records]
+    rows, increments = encode_batch(copies, [True] * len(copies), plain.stamp)
+    with engine.begin() as conn:
+        plain.write(conn, rows, increments)
+
+    stored = _raw(engine, requests, "request_id")
+    assert len(stored) == 2 * len(records)
+    for record in records:
+        assert stored[record.request_id] == stored[REF + record.request_id]

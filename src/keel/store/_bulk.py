@@ -31,7 +31,9 @@ and every other write stay on SQLAlchemy.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -121,9 +123,25 @@ def _build(
     )
 
 
+def sqlite_has_json() -> bool:
+    """Whether the SQLite under the sqlite3 module has its JSON functions.
+
+    Built in since SQLite 3.38 and compiled into nearly every earlier build;
+    without them the rows go in by executemany, as they did before.
+    """
+    try:
+        with closing(sqlite3.connect(":memory:")) as probe:
+            probe.execute("SELECT json_extract(value, '$[0]') FROM json_each('[[1]]')")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 _BUILDERS: dict[str, Callable[[Dialect], BulkWriter]] = {
     # sqlite3 binds True/False as the integers 1/0, as SQLAlchemy's Boolean does.
-    "sqlite": lambda d: _build(d, "?", _sqlite_stamp, cast_json=False, rows_as_json=True),
+    "sqlite": lambda d: _build(
+        d, "?", _sqlite_stamp, cast_json=False, rows_as_json=sqlite_has_json()
+    ),
     # psycopg 3: executemany is pipelined, one round trip for the whole batch.
     "postgresql": lambda d: _build(d, "%s", _postgres_stamp, cast_json=True, rows_as_json=False),
 }

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
 from cli_support import DAY, NOW, Invoke, failed_over, make_record, one_error_line
+from click.testing import CliRunner
 
+from keel.cli.main import cli
 from keel.store import RequestStore
 
 
@@ -22,6 +25,31 @@ def test_list_shows_a_table_newest_first(keel: Invoke, write: Callable[..., None
     assert "$0.1400" in out  # known cost
     assert "unknown" in out  # the failed request's cost is not $0
     assert "100/20" in out and "420 ms" in out
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_list_on_a_narrow_terminal_drops_columns_instead_of_folding_them(
+    keel_yaml: str, write: Callable[..., None], columns: int
+) -> None:
+    # Request ids as long as the gateway's own (32 characters).
+    ok, failed = "0" * 31 + "1", "0" * 31 + "2"
+    write(make_record(ok, started_at=NOW - 60), failed_over(failed, started_at=NOW))
+    result = CliRunner(env={"COLUMNS": str(columns)}).invoke(
+        cli, ["traces", "list", "-c", keel_yaml]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    # One line per request, each with its whole id, outcome, cost and latency.
+    [ok_line] = [line for line in lines if ok in line]
+    [failed_line] = [line for line in lines if failed in line]
+    assert " ok " in ok_line and "$0.1400" in ok_line and "420 ms" in ok_line
+    assert " 502 " in failed_line and "unknown" in failed_line and "2,500 ms" in failed_line
+    caption = " ".join(lines[lines.index(ok_line) + 1 :])
+    assert "too narrow for" in caption and "tries" in caption
+    assert "request id" not in caption and "status" not in caption  # never given up
+    if columns == 100:  # room for the token counts, not yet for the deployment
+        assert "100/20" in ok_line and "alias → deployment" in caption
 
 
 def test_list_filters(keel: Invoke, write: Callable[..., None]) -> None:

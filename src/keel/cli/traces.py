@@ -6,8 +6,9 @@ configured database (the HTTP ``/v1/traces`` API is the tenant-scoped view).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import click
 
@@ -84,7 +85,8 @@ def list_(
         return
     from rich.console import Console
 
-    Console(highlight=False).print(_list_table(rows))
+    console = Console(highlight=False)
+    console.print(_list_table(rows, console.width))
 
 
 @traces.command("show")
@@ -145,33 +147,63 @@ def _route(stored: StoredRequest) -> str:
     return alias if stored.deployment is None else f"{alias} → {stored.deployment}"
 
 
-def _list_table(rows: list[StoredRequest]) -> RenderableType:
-    from rich.table import Table
+class _Column(NamedTuple):
+    header: str
+    cell: Callable[[StoredRequest], str]
+    right: bool = False
+    # 0: always shown. On a narrow terminal the highest rank gives way first,
+    # so the columns that stay are whole instead of every one folded thin.
+    give_way: int = 0
 
-    # No borders. Ids and times never shrink, so they can be copied into
-    # `keel traces show`; on a narrow terminal the other cells fold instead.
-    # The error type is left to `show` for width.
-    id_width = max((len(r.request_id) for r in rows), default=10)
-    table = Table(box=None, pad_edge=False, caption="times in UTC" if rows else "no requests")
-    table.add_column("time", no_wrap=True, min_width=14)
-    table.add_column("request id", no_wrap=True, min_width=id_width)
-    table.add_column("tenant", overflow="fold")
-    table.add_column("alias → deployment", overflow="fold")
-    table.add_column("status", overflow="fold")
-    for column in ("tokens in/out", "cost", "latency", "ttft", "tries"):
-        table.add_column(column, justify="right", overflow="fold")
-    for r in rows:
+
+_STATUS = _Column("status", lambda r: "ok" if r.status == "ok" else str(r.http_status))
+_LIST_COLUMNS = (
+    _Column("time", lambda r: r.started_at.strftime("%m-%d %H:%M:%S")),
+    # Whole, so it can be copied into `keel traces show`.
+    _Column("request id", lambda r: r.request_id),
+    _Column("tenant", lambda r: r.tenant or "-", give_way=4),
+    _Column("alias → deployment", _route, give_way=5),
+    _STATUS,
+    _Column(
+        "tokens in/out", lambda r: f"{r.input_tokens:,}/{r.output_tokens:,}", right=True, give_way=3
+    ),
+    _Column("cost", lambda r: cost_text(r.cost_usd), right=True, give_way=1),
+    _Column("latency", lambda r: ms(r.latency_ms), right=True, give_way=2),
+    _Column("ttft", lambda r: ms(r.ttft_ms), right=True, give_way=6),
+    _Column("tries", lambda r: str(r.attempt_count), right=True, give_way=7),
+)
+_GAP = 2  # between columns: one cell of padding on each side
+
+
+def _list_table(rows: list[StoredRequest], width: int) -> RenderableType:
+    from rich.table import Table
+    from rich.text import Text
+
+    cells = {c.header: [c.cell(r) for r in rows] for c in _LIST_COLUMNS}
+    need = {h: max(len(x) for x in [h, *values]) for h, values in cells.items()}
+    shown = list(_LIST_COLUMNS)
+    for column in sorted(_LIST_COLUMNS, key=lambda c: -c.give_way):
+        if not column.give_way or sum(need[c.header] + _GAP for c in shown) - _GAP <= width:
+            break
+        shown.remove(column)
+    hidden = [c.header for c in _LIST_COLUMNS if c not in shown]
+    caption = "times in UTC" if rows else "no requests"
+    if hidden:
+        caption += f"; too narrow for {', '.join(hidden)} (see --format json)"
+    table = Table(box=None, pad_edge=False, caption=caption)
+    for column in shown:
+        fixed = not column.give_way
+        table.add_column(
+            column.header,
+            justify="right" if column.right else "left",
+            no_wrap=fixed,
+            min_width=need[column.header] if fixed else None,
+            overflow="fold",
+        )
+    for i, row in enumerate(rows):
+        color = "green" if row.status == "ok" else "red"  # the error type is left to `show`
         table.add_row(
-            r.started_at.strftime("%m-%d %H:%M:%S"),
-            r.request_id,
-            r.tenant or "-",
-            _route(r),
-            "[green]ok[/]" if r.status == "ok" else f"[red]{r.http_status}[/]",
-            f"{r.input_tokens:,}/{r.output_tokens:,}",
-            cost_text(r.cost_usd),
-            ms(r.latency_ms),
-            ms(r.ttft_ms),
-            str(r.attempt_count),
+            *(Text(cells[c.header][i], style=color if c is _STATUS else "") for c in shown)
         )
     return table
 

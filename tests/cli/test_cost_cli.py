@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cli_support import DAY, NOW, Invoke, failed_over, make_record, one_error_line
+from click.testing import CliRunner
 
+from keel.cli.main import cli
 from keel.costs import SECONDS_PER_MONTH
 from keel.store import RequestStore
 
@@ -64,6 +66,22 @@ def test_report_table_has_a_total_row(keel: Invoke) -> None:
     out = keel("cost", "report", "--by", "tenant,feature").stdout
     total = next(line for line in out.splitlines() if line.strip().startswith("total"))
     assert "5" in total and "≥$0.8900" in total
+
+
+@pytest.mark.usefixtures("spend")
+def test_report_on_a_narrow_terminal_keeps_every_number_whole(keel_yaml: str) -> None:
+    by = "tenant,feature,alias,provider_model"
+    result = CliRunner(env={"COLUMNS": "60"}).invoke(
+        cli, ["cost", "report", "--by", by, "-c", keel_yaml]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if "requests" in line and "tenant" in line)
+    assert header.split()[:4] == by.split(",")  # no header broken in two
+    total = next(line for line in lines if line.strip().startswith("total"))
+    # Wider than the terminal rather than cut: the total's cost and its count
+    # of unknown-price requests (the last column) are both there.
+    assert total.split()[-2:] == ["≥$0.8900", "2"]
 
 
 @pytest.mark.usefixtures("spend")

@@ -91,9 +91,7 @@ def report(
         }
         click.echo(dumps(payload))
     else:
-        from rich.console import Console
-
-        Console(highlight=False).print(_report_table(dims, rows, first, last))
+        _print_whole(_report_table(dims, rows, first, last))
 
 
 @cost.command("useful")
@@ -122,9 +120,7 @@ def useful(by: str, since: str, tenant: str | None, fmt: str, config_path: str) 
     if fmt == "json":
         click.echo(dumps({"since": first, "by": dims, "rows": [asdict(r) for r in rows]}))
         return
-    from rich.console import Console
-
-    Console(highlight=False).print(_useful_table(dims, rows, first))
+    _print_whole(_useful_table(dims, rows, first))
 
 
 @cost.command("project")
@@ -161,11 +157,10 @@ def project(qps: float, window: str, tenant: str | None, fmt: str, config_path: 
     if fmt == "json":
         click.echo(dumps({"window_since": start, **asdict(projection)}))
         return
+    _print_whole(_projection_table(projection, start))
     from rich.console import Console
 
-    console = Console(highlight=False)
-    console.print(_projection_table(projection, start))
-    console.print(_unknown_line(projection.unknown_share))
+    Console(highlight=False).print(_unknown_line(projection.unknown_share))
 
 
 # --- input ----------------------------------------------------------------------
@@ -262,6 +257,21 @@ def _window(first: date, last: date | None) -> str:
     return f"{first} to {last or 'today'} (UTC days)"
 
 
+def _print_whole(table: Table) -> None:
+    """Print at the terminal's width, or wider when the table needs more.
+
+    Rich would otherwise cut the last columns off at the edge; a report with
+    a number missing is worse than long lines the terminal wraps (or
+    ``less -S`` scrolls).
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(highlight=False)
+    need = Measurement.get(console, console.options.update_width(10_000), table).minimum
+    console.print(table, width=max(console.width, need), crop=False)
+
+
 def _table(
     title: str,
     caption: str | None,
@@ -272,9 +282,10 @@ def _table(
 ) -> Table:
     """A table whose first ``labels`` columns are text and the rest numbers.
 
-    Every column is at least as wide as its widest cell, so on a narrow
-    terminal the headers fold rather than the values (rich would otherwise
-    size columns by their headers and break "$2,419,200.00" in two).
+    Every column is at least as wide as its widest cell and its header's
+    longest line (labels up to 24), so nothing folds: on a narrow terminal
+    ``_print_whole`` prints the table wider instead of breaking
+    "$2,419,200.00" in two or dropping the last columns.
     """
     from rich import box
     from rich.table import Table
@@ -282,7 +293,8 @@ def _table(
     # Rules under the header and above the total only: columns stay narrow.
     table = Table(title=title, caption=caption, box=box.SIMPLE, show_edge=False)
     every = [*rows, *([total] if total else [])]
-    widest = [max((len(row[i]) for row in every), default=0) for i in range(len(headers))]
+    header_lines = [max(len(line) for line in h.split("\n")) for h in headers]
+    widest = [max([header_lines[i], *(len(row[i]) for row in every)]) for i in range(len(headers))]
     minimum = [min(w, 24) if i < labels else w for i, w in enumerate(widest)]
     for i, header in enumerate(headers):
         table.add_column(

@@ -108,8 +108,12 @@ def wait_ready(
 
 
 def _stat(pid: int) -> list[str] | None:
+    return _stat_of(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_of(path: Path) -> list[str] | None:
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = path.read_text()
     except OSError:
         return None
     # The command name may hold spaces; everything after the last ")" is fixed.
@@ -140,6 +144,26 @@ def cpu_seconds(pids: list[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLK_TCK
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU of ``pid``'s main thread and of all its other threads, in seconds.
+
+    In a gateway the main thread runs the event loop; the others are the
+    telemetry writer and helpers, so the split shows where a cost sits.
+    """
+    main = rest = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            fields = _stat_of(Path(f"/proc/{pid}/task/{tid}/stat"))
+            if fields is None:
+                continue
+            ticks = int(fields[11]) + int(fields[12])
+            if int(tid) == pid:
+                main += ticks
+            else:
+                rest += ticks
+    return main / CLK_TCK, rest / CLK_TCK
 
 
 def rss_mib(pid: int) -> float:

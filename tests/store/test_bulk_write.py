@@ -241,31 +241,84 @@ def test_sql_is_built_from_the_table_metadata(engine: sa.Engine) -> None:
     assert writer(engine.dialect) is bulk  # built once per dialect
     assert ", ".join(requests.c.keys()) in bulk.insert_requests
     assert bulk.insert_requests.endswith("ON CONFLICT (request_id) DO NOTHING")
+    placeholders = bulk.insert_requests.count("?") + bulk.insert_requests.count("%s")
+    assert placeholders == len(requests.c)
     if engine.dialect.name == "postgresql":
-        assert bulk.insert_requests.count("%s") == len(requests.c)
         assert "%s::JSON, %s::JSON)" in bulk.insert_requests
+        assert bulk.insert_requests_json is None
     else:  # one JSON array per batch, unpacked by SQLite: one step, one GIL hand-over
-        assert bulk.insert_requests.count("?") == 1
-        assert f"json_extract(value, '$[{len(requests.c) - 1}]')" in bulk.insert_requests
+        assert bulk.insert_requests_json is not None
+        assert bulk.insert_requests_json.count("?") == 1
+        assert f"json_extract(value, '$[{len(requests.c) - 1}]')" in bulk.insert_requests_json
+
+
+def _column_types(engine: sa.Engine, request_id: str) -> list[str]:
+    # SQLite's storage class of every column: 1, 1.0 and '1' compare equal in Python.
+    names = ", ".join(f"typeof({c.name})" for c in requests.c)
+    with engine.connect() as conn:
+        query = f"SELECT {names} FROM requests WHERE request_id = ?"
+        return list(conn.exec_driver_sql(query, (request_id,)).one())
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the JSON array is SQLite's alone
-def test_sqlite_without_json_functions_stores_the_same_rows(
-    engine: sa.Engine, rs: RequestStore
-) -> None:
-    assert _bulk.sqlite_has_json()  # so the store under test took the JSON path
+def test_executemany_stores_what_the_json_array_stores(engine: sa.Engine, rs: RequestStore) -> None:
+    assert writer(engine.dialect).insert_requests_json is not None
     records = _varied()
     rs.write_batch(records, [True] * len(records))
-    # The executemany path, as used where SQLite lacks json_each.
-    plain = _bulk._build(
-        engine.dialect, "?", _bulk._sqlite_stamp, cast_json=False, rows_as_json=False
-    )
     copies = [dataclasses.replace(r, request_id=REF + r.request_id) for r in records]
-    rows, increments = encode_batch(copies, [True] * len(copies), plain.stamp)
+    bulk = writer(engine.dialect)
+    rows, _ = encode_batch(copies, [True] * len(copies), bulk.stamp)
     with engine.begin() as conn:
-        plain.write(conn, rows, increments)
+        conn.exec_driver_sql(bulk.insert_requests, rows)
 
     stored = _raw(engine, requests, "request_id")
     assert len(stored) == 2 * len(records)
     for record in records:
         assert stored[record.request_id] == stored[REF + record.request_id]
+        expected = _column_types(engine, REF + record.request_id)
+        assert _column_types(engine, record.request_id) == expected
+
+
+def test_a_nul_from_the_caller_does_not_fail_the_batch(rs: RequestStore) -> None:
+    # A `user` field may be any JSON string, "\\u0000" included. PostgreSQL
+    # refuses NUL in text and SQLite's json_extract would cut the value at it.
+    odd = make_record(
+        end_user="user\x00two",
+        feature="f\x00",
+        request_body={"messages": [{"role": "user", "content": "a\x00b"}]},
+    )
+    other = make_record()
+    rs.write_batch([odd, other], [True, True])
+
+    got = rs.get(odd.request_id, tenant=None)
+    assert got is not None
+    assert (got.end_user, got.feature) == ("user\ufffdtwo", "f\ufffd")
+    assert got.content is not None  # JSON keeps the NUL escaped
+    assert got.content["request_body"]["messages"][0]["content"] == "a\x00b"
+    assert rs.get(other.request_id, tenant=None) is not None
+    users = {r.group["user"]: r.requests for r in rs.spend(["user"], since=T0.date())}
+    assert users["user\ufffdtwo"] == 1
+
+
+def test_a_batch_too_big_for_one_string_goes_row_by_row(
+    rs: RequestStore, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bulk, "JSON_BATCH_MAX_BYTES", 100)
+    records = [make_record(), make_record()]
+    rs.write_batch(records, [True, True])
+    for record in records:
+        got = rs.get(record.request_id, tenant=None)
+        assert got is not None and got.feature == record.feature
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sqlite_without_json_functions_writes_row_by_row(
+    engine: sa.Engine, rs: RequestStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bulk, "sqlite_has_json", lambda: False)
+    monkeypatch.setattr(_bulk, "_writers", {})  # build it again under the probe's new answer
+    assert writer(engine.dialect).insert_requests_json is None
+    records = _varied()
+    rs.write_batch(records, [True] * len(records))
+    for record in records:
+        assert rs.get(record.request_id, tenant=None) is not None

@@ -61,27 +61,49 @@ def _postgres_stamp(epoch: float) -> tuple[datetime, date]:
     return at, at.date()
 
 
+# A batch goes in as one JSON text only below this size: SQLite refuses a
+# string over SQLITE_MAX_LENGTH (10^9 bytes by default, less in some builds),
+# and a batch of captured prompts with images in them can get there.
+JSON_BATCH_MAX_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class BulkWriter:
     """One dialect's SQL and value encoding for the telemetry write path."""
 
-    insert_requests: str  # skips a request id already stored
+    insert_requests: str  # one row per execution; skips a request id already stored
+    # The same insert for a whole batch passed as one JSON array (SQLite with
+    # its JSON functions); None where the driver's executemany is used.
+    insert_requests_json: str | None
     upsert_spend: str  # adds each increment to its rollup row, creating it if new
     stamp: Stamp
-    rows_as_json: bool  # insert_requests takes the whole batch as one JSON array
 
     def write(self, conn: sa.Connection, rows: list[Row], increments: list[Row]) -> None:
         """Run both statements on ``conn`` (in the caller's transaction)."""
-        if rows and self.rows_as_json:
-            conn.exec_driver_sql(self.insert_requests, (json_dumps(rows),))
-        elif rows:
-            conn.exec_driver_sql(self.insert_requests, rows)
+        if rows:
+            packed = self._packed(rows)
+            if packed is not None:
+                conn.exec_driver_sql(*packed)
+            else:
+                conn.exec_driver_sql(self.insert_requests, rows)
         if increments:
             conn.exec_driver_sql(self.upsert_spend, increments)
 
+    def _packed(self, rows: list[Row]) -> tuple[str, tuple[str]] | None:
+        """The JSON insert and its one parameter, or None to go row by row."""
+        if self.insert_requests_json is None:
+            return None
+        text = json_dumps(rows)
+        # json_extract returns text only up to an escaped NUL. encode_batch
+        # replaces NULs in the text columns, so this is a guard; escaped NULs
+        # inside the JSON columns match too, which only costs speed.
+        if "\\u0000" in text or len(text) > JSON_BATCH_MAX_BYTES:
+            return None
+        return self.insert_requests_json, (text,)
+
 
 def _build(
-    dialect: Dialect, placeholder: str, stamp: Stamp, *, cast_json: bool, rows_as_json: bool
+    dialect: Dialect, placeholder: str, stamp: Stamp, *, cast_json: bool, with_json: bool
 ) -> BulkWriter:
     quote = dialect.identifier_preparer.quote
 
@@ -99,27 +121,28 @@ def _build(
 
     def insert_from_json(table: sa.Table) -> str:
         # json_extract, not ->>: it needs no newer SQLite than the 3.9 JSON1 has.
-        # Its values are the ones binding would give: text, integer (true is 1),
-        # real, NULL. "WHERE true" lets the ON CONFLICT clause follow a SELECT.
+        # Its values are the ones binding would give (text, integer with true
+        # as 1, real, NULL), except text with a NUL: see BulkWriter._packed.
+        # "WHERE true" lets the ON CONFLICT clause follow a SELECT.
         names = ", ".join(quote(c.name) for c in table.c)
         values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(table.c)))
         source = "FROM json_each(?) WHERE true"
         return f"INSERT INTO {quote(table.name)} ({names}) SELECT {values} {source}"
 
     key = ", ".join(quote(c.name) for c in requests.primary_key.columns)
-    rows_insert = insert_from_json(requests) if rows_as_json else insert(requests, list(requests.c))
+    skip_known = f" ON CONFLICT ({key}) DO NOTHING"
     spend = quote(spend_daily.name)
     additions = ", ".join(
         f"{quote(c)} = {spend}.{quote(c)} + excluded.{quote(c)}" for c in SPEND_COUNTERS
     )
     return BulkWriter(
-        insert_requests=f"{rows_insert} ON CONFLICT ({key}) DO NOTHING",
+        insert_requests=insert(requests, list(requests.c)) + skip_known,
+        insert_requests_json=insert_from_json(requests) + skip_known if with_json else None,
         upsert_spend=(
             f"{insert(spend_daily, [spend_daily.c[c] for c in (*SPEND_KEY, *SPEND_COUNTERS)])}"
             f" ON CONFLICT ({', '.join(quote(c) for c in SPEND_KEY)}) DO UPDATE SET {additions}"
         ),
         stamp=stamp,
-        rows_as_json=rows_as_json,
     )
 
 
@@ -139,11 +162,9 @@ def sqlite_has_json() -> bool:
 
 _BUILDERS: dict[str, Callable[[Dialect], BulkWriter]] = {
     # sqlite3 binds True/False as the integers 1/0, as SQLAlchemy's Boolean does.
-    "sqlite": lambda d: _build(
-        d, "?", _sqlite_stamp, cast_json=False, rows_as_json=sqlite_has_json()
-    ),
+    "sqlite": lambda d: _build(d, "?", _sqlite_stamp, cast_json=False, with_json=sqlite_has_json()),
     # psycopg 3: executemany is pipelined, one round trip for the whole batch.
-    "postgresql": lambda d: _build(d, "%s", _postgres_stamp, cast_json=True, rows_as_json=False),
+    "postgresql": lambda d: _build(d, "%s", _postgres_stamp, cast_json=True, with_json=False),
 }
 _writers: dict[str, BulkWriter] = {}
 

@@ -36,9 +36,14 @@ def usd(nano: int | None) -> float | None:
 
 
 def _clip(value: str | None, limit: int) -> str | None:
-    # PostgreSQL enforces varchar widths; one long caller-supplied value must
-    # not fail the whole batch, so it is cut to fit instead.
-    return value if value is None or len(value) <= limit else value[:limit]
+    # PostgreSQL enforces varchar widths and refuses NUL in text; one odd
+    # caller-supplied value (a `user` field is any JSON string) must not fail
+    # the whole batch, so it is cut to fit and a NUL becomes U+FFFD.
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value if len(value) <= limit else value[:limit]
 
 
 def _ms(value: float) -> float:

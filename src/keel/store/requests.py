@@ -125,7 +125,8 @@ class RequestStore:
         if not records:
             return
         bulk = _bulk.writer(self._engine.dialect)
-        # Encoded before taking a connection: the transaction only runs the two statements.
+        # Encoded before taking a connection: the transaction runs the two statements
+        # (on SQLite after one orjson call that packs the rows).
         rows, increments = encode_batch(records, keep, bulk.stamp)
         with translate_errors(self._engine, "writing requests"), self._engine.begin() as conn:
             bulk.write(conn, rows, increments)

@@ -52,6 +52,19 @@ def test_list_on_a_narrow_terminal_drops_columns_instead_of_folding_them(
         assert "100/20" in ok_line and "alias → deployment" in caption
 
 
+def test_list_narrower_than_its_fixed_columns_prints_wider(
+    keel_yaml: str, write: Callable[..., None]
+) -> None:
+    request_id = "0" * 31 + "1"
+    write(make_record(request_id))
+    runner = CliRunner(env={"COLUMNS": "40"})
+    result = runner.invoke(cli, ["traces", "list", "-c", keel_yaml])
+    assert result.exit_code == 0, result.output
+    assert any(request_id in line for line in result.stdout.splitlines())  # whole, not cropped
+    empty = runner.invoke(cli, ["traces", "list", "--tenant", "nobody", "-c", keel_yaml])
+    assert "no requests" in empty.stdout and "too narrow" not in empty.stdout
+
+
 def test_list_filters(keel: Invoke, write: Callable[..., None]) -> None:
     write(
         make_record("a-ok"),

@@ -43,7 +43,7 @@ from keel.tenants.runtime import Tenancy, build_tenancy
 
 log = logging.getLogger("keel.api")
 
-# Container allocations between young-generation collections (CPython: 700).
+# Container allocations between young-generation collections (CPython 3.11-3.13: 700).
 YOUNG_GC_THRESHOLD = 10_000
 
 

@@ -14,6 +14,7 @@ import click
 from keel.errors import CallerError, ConfigError, InvalidRequest, KeelError
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
     from sqlalchemy import Engine
 
     from keel.config import KeelConfig
@@ -77,6 +78,21 @@ def format_usd(amount: float) -> str:
         return f"${amount:,.4f}"
     # Plain decimals, never exponent notation; a nano-dollar is the stored precision.
     return "$" + (f"{amount:.9f}".rstrip("0").rstrip(".") or "0")
+
+
+def print_whole(renderable: RenderableType, console: Console | None = None) -> None:
+    """Print at the terminal's width, or wider when ``renderable`` needs more.
+
+    Rich would otherwise crop a table at the edge; one with a number or an id
+    cut off is worse than long lines the terminal wraps (or ``less -S``
+    scrolls). A pipe counts as 80 columns.
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = console or Console(highlight=False)
+    need = Measurement.get(console, console.options.update_width(10_000), renderable).minimum
+    console.print(renderable, width=max(console.width, need), crop=False)
 
 
 def dumps(payload: Any) -> str:

@@ -21,6 +21,7 @@ from keel.cli._base import (
     format_usd,
     open_database,
     parse_duration,
+    print_whole,
 )
 from keel.errors import InvalidRequest
 
@@ -91,7 +92,7 @@ def report(
         }
         click.echo(dumps(payload))
     else:
-        _print_whole(_report_table(dims, rows, first, last))
+        print_whole(_report_table(dims, rows, first, last))
 
 
 @cost.command("useful")
@@ -120,7 +121,7 @@ def useful(by: str, since: str, tenant: str | None, fmt: str, config_path: str) 
     if fmt == "json":
         click.echo(dumps({"since": first, "by": dims, "rows": [asdict(r) for r in rows]}))
         return
-    _print_whole(_useful_table(dims, rows, first))
+    print_whole(_useful_table(dims, rows, first))
 
 
 @cost.command("project")
@@ -157,10 +158,11 @@ def project(qps: float, window: str, tenant: str | None, fmt: str, config_path: 
     if fmt == "json":
         click.echo(dumps({"window_since": start, **asdict(projection)}))
         return
-    _print_whole(_projection_table(projection, start))
     from rich.console import Console
 
-    Console(highlight=False).print(_unknown_line(projection.unknown_share))
+    console = Console(highlight=False)
+    print_whole(_projection_table(projection, start), console)
+    console.print(_unknown_line(projection.unknown_share))
 
 
 # --- input ----------------------------------------------------------------------
@@ -257,21 +259,6 @@ def _window(first: date, last: date | None) -> str:
     return f"{first} to {last or 'today'} (UTC days)"
 
 
-def _print_whole(table: Table) -> None:
-    """Print at the terminal's width, or wider when the table needs more.
-
-    Rich would otherwise cut the last columns off at the edge; a report with
-    a number missing is worse than long lines the terminal wraps (or
-    ``less -S`` scrolls).
-    """
-    from rich.console import Console
-    from rich.measure import Measurement
-
-    console = Console(highlight=False)
-    need = Measurement.get(console, console.options.update_width(10_000), table).minimum
-    console.print(table, width=max(console.width, need), crop=False)
-
-
 def _table(
     title: str,
     caption: str | None,
@@ -283,9 +270,9 @@ def _table(
     """A table whose first ``labels`` columns are text and the rest numbers.
 
     Every column is at least as wide as its widest cell and its header's
-    longest line (labels up to 24), so nothing folds: on a narrow terminal
-    ``_print_whole`` prints the table wider instead of breaking
-    "$2,419,200.00" in two or dropping the last columns.
+    longest line (labels: up to 24, then they fold), so on a narrow terminal
+    ``print_whole`` prints the table wider instead of breaking
+    "$2,419,200.00" in two or cutting off the last columns.
     """
     from rich import box
     from rich.table import Table

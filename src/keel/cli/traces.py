@@ -19,6 +19,7 @@ from keel.cli._base import (
     format_usd,
     open_database,
     parse_duration,
+    print_whole,
 )
 from keel.errors import InvalidRequest, NotFound
 
@@ -86,7 +87,7 @@ def list_(
     from rich.console import Console
 
     console = Console(highlight=False)
-    console.print(_list_table(rows, console.width))
+    print_whole(_list_table(rows, console.width), console)
 
 
 @traces.command("show")
@@ -176,14 +177,16 @@ _GAP = 2  # between columns: one cell of padding on each side
 
 
 def _list_table(rows: list[StoredRequest], width: int) -> RenderableType:
+    from rich.cells import cell_len
     from rich.table import Table
     from rich.text import Text
 
     cells = {c.header: [c.cell(r) for r in rows] for c in _LIST_COLUMNS}
-    need = {h: max(len(x) for x in [h, *values]) for h, values in cells.items()}
+    need = {h: max(cell_len(x) for x in [h, *values]) for h, values in cells.items()}
     shown = list(_LIST_COLUMNS)
     for column in sorted(_LIST_COLUMNS, key=lambda c: -c.give_way):
-        if not column.give_way or sum(need[c.header] + _GAP for c in shown) - _GAP <= width:
+        fits = sum(need[c.header] + _GAP for c in shown) - _GAP <= width
+        if not rows or fits or not column.give_way:
             break
         shown.remove(column)
     hidden = [c.header for c in _LIST_COLUMNS if c not in shown]

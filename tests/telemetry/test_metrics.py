@@ -34,8 +34,8 @@ def test_render_returns_prometheus_text() -> None:
 
 def test_observe_counts_requests_tokens_cost_and_latency() -> None:
     m = Metrics()
-    m.observe(make_record())
-    m.observe(make_record())
+    m.observe_batch([make_record()])
+    m.observe_batch([make_record()])
     at = {"alias": "fast", "tenant": "acme"}
     assert get(m, "keel_requests_total", status="ok", **at) == 2
     assert get(m, "keel_requests_total", status="error", **at) == 0
@@ -53,7 +53,7 @@ def test_observe_counts_requests_tokens_cost_and_latency() -> None:
 
 def test_observe_counts_upstream_errors_retries_and_fallbacks() -> None:
     m = Metrics()
-    m.observe(make_record())
+    m.observe_batch([make_record()])
     assert (
         get(
             m,
@@ -73,16 +73,18 @@ def test_observe_counts_upstream_errors_retries_and_fallbacks() -> None:
 
 def test_failed_request_and_unknown_cost() -> None:
     m = Metrics()
-    m.observe(
-        make_record(
-            status="error",
-            error_type="provider_all_upstreams_failed",
-            cost_usd=None,
-            served_alias=None,
-            usage=Usage(),
-            ttft_ms=None,
-            tenant=None,
-        )
+    m.observe_batch(
+        [
+            make_record(
+                status="error",
+                error_type="provider_all_upstreams_failed",
+                cost_usd=None,
+                served_alias=None,
+                usage=Usage(),
+                ttft_ms=None,
+                tenant=None,
+            )
+        ]
     )
     assert get(m, "keel_requests_total", status="error", alias="fast", tenant="") == 1
     assert get(m, "keel_unknown_cost_requests_total", alias="fast") == 1
@@ -107,7 +109,7 @@ def test_failed_request_and_unknown_cost() -> None:
 
 def test_genai_convention_histograms() -> None:
     m = Metrics()
-    m.observe(make_record())
+    m.observe_batch([make_record()])
     genai = {
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "openai",
@@ -122,8 +124,9 @@ def test_genai_convention_histograms() -> None:
 
 def test_unknown_aliases_collapse_so_clients_cannot_mint_series() -> None:
     m = Metrics(known_aliases={"fast"})
-    m.observe(make_record(alias="typo-1", status="error"))
-    m.observe(make_record(alias="typo-2", status="error"))
+    m.observe_batch(
+        [make_record(alias="typo-1", status="error"), make_record(alias="typo-2", status="error")]
+    )
     assert get(m, "keel_requests_total", status="error", alias="_other", tenant="acme") == 2
     assert not any("typo" in str(key) for key in samples(m))
 
@@ -155,20 +158,20 @@ def test_a_broken_gauge_source_does_not_break_the_scrape() -> None:
 
     m = Metrics()
     m.set_breaker_source(broken)
-    m.observe(make_record())
+    m.observe_batch([make_record()])
     assert get(m, "keel_requests_total", status="ok", alias="fast", tenant="acme") == 1
 
 
 def test_instances_do_not_share_a_registry() -> None:
     a, b = Metrics(), Metrics()
-    a.observe(make_record())
+    a.observe_batch([make_record()])
     assert get(b, "keel_requests_total", status="ok", alias="fast", tenant="acme") is None
 
 
 def test_every_metric_is_documented() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "telemetry.md").read_text()
     m = Metrics()
-    m.observe(make_record())
+    m.observe_batch([make_record()])
     # The registry's own families: counters without _total, no _created series.
     families = {f.name for f in m.registry.collect()}
     missing = [

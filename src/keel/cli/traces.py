@@ -157,14 +157,14 @@ class _Column(NamedTuple):
     give_way: int = 0
 
 
-_STATUS = _Column("status", lambda r: "ok" if r.status == "ok" else str(r.http_status))
+_STATUS_COLUMN = _Column("status", lambda r: "ok" if r.status == "ok" else str(r.http_status))
 _LIST_COLUMNS = (
     _Column("time", lambda r: r.started_at.strftime("%m-%d %H:%M:%S")),
     # Whole, so it can be copied into `keel traces show`.
     _Column("request id", lambda r: r.request_id),
     _Column("tenant", lambda r: r.tenant or "-", give_way=4),
     _Column("alias → deployment", _route, give_way=5),
-    _STATUS,
+    _STATUS_COLUMN,
     _Column(
         "tokens in/out", lambda r: f"{r.input_tokens:,}/{r.output_tokens:,}", right=True, give_way=3
     ),
@@ -206,7 +206,7 @@ def _list_table(rows: list[StoredRequest], width: int) -> RenderableType:
     for i, row in enumerate(rows):
         color = "green" if row.status == "ok" else "red"  # the error type is left to `show`
         table.add_row(
-            *(Text(cells[c.header][i], style=color if c is _STATUS else "") for c in shown)
+            *(Text(cells[c.header][i], style=color if c is _STATUS_COLUMN else "") for c in shown)
         )
     return table
 

@@ -90,7 +90,13 @@ KEEL_FIELDS = frozenset({"metadata", "prompt"})
 
 
 def upstream_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` without Keel's own fields: what an upstream may see."""
+    """``body`` without Keel's own fields: what an upstream may see.
+
+    ``body`` itself when it has none, the usual case: no copy per request.
+    Stages that change the upstream body build a new dict, never edit it.
+    """
+    if KEEL_FIELDS.isdisjoint(body):
+        return body
     return {k: v for k, v in body.items() if k not in KEEL_FIELDS}
 
 

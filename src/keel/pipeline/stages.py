@@ -11,12 +11,7 @@ from keel.errors import AuthenticationFailed, InvalidRequest, ModelNotFound
 from keel.pipeline.context import RequestContext
 from keel.pipeline.experimenting import AssignVariant, ExperimentCatalog
 from keel.pipeline.prompting import PromptCatalog, RenderPrompt
-from keel.pipeline.schema import (
-    KEEL_FIELDS,
-    upstream_fields,
-    validate_chat,
-    validate_embeddings,
-)
+from keel.pipeline.schema import upstream_fields, validate_chat, validate_embeddings
 from keel.routing import Router
 from keel.store import KeyRecord, KeyResolver
 from keel.tenants import Gatekeeper
@@ -53,10 +48,7 @@ class Parse:
             ctx.end_user, metadata = embeddings.user, embeddings.metadata
         ctx.metadata = dict(metadata or {})
         ctx.body = body
-        if not KEEL_FIELDS.isdisjoint(body):
-            ctx.upstream_body = upstream_fields(body)
-        else:
-            ctx.upstream_body = body
+        ctx.upstream_body = upstream_fields(body)
 
 
 class Authenticate:

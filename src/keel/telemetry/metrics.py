@@ -207,9 +207,6 @@ class Metrics:
             for record in records:
                 self._observe(record)
 
-    def observe(self, record: RequestRecord) -> None:
-        self.observe_batch((record,))
-
     def _observe(self, record: RequestRecord) -> None:
         alias = self._alias(record.alias)
         tenant = record.tenant or ""

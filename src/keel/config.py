@@ -211,6 +211,9 @@ class TelemetryConfig(Strict):
     sampling: SamplingConfig = SamplingConfig()
     otlp: OTLPConfig | None = None
     queue_size: Annotated[int, Field(ge=1)] = 10_000
+    # Where the log, store and OTLP sinks run: in a child process with its own
+    # GIL (the event loop keeps its core), or on the writer thread.
+    writer: Literal["process", "thread"] = "process"
     # Small batches, often: the writer thread shares the GIL with the event
     # loop, and a short turn per batch keeps requests' tail latency down
     # (bench/README.md: p99 at 300 req/s went from about 23 ms to 10 ms

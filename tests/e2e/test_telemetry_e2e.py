@@ -65,6 +65,20 @@ def test_cost_and_tokens_agree_between_response_trace_and_rollup(cluster: Cluste
     assert '"pricing"' in report.stdout
 
 
+TELEMETRY_PROCESS = "-m keel.api.telemetry_worker"
+
+
+def child_pids(pid: int) -> list[int]:
+    # Linux lists children by the thread that started them: here the writer thread.
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return [int(c) for task in tasks for c in (task / "children").read_text().split()]
+
+
+def cmdline(pid: int) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return " ".join(a.decode() for a in args[1:3])
+
+
 def test_sigterm_loses_no_accepted_request(cluster: Cluster, tmp_path: Path) -> None:
     sim = cluster.sim("sim", kind="simulator", seed=6)
     # A writer that would wait an hour: only the shutdown drain can store these rows.
@@ -80,9 +94,15 @@ def test_sigterm_loses_no_accepted_request(cluster: Cluster, tmp_path: Path) -> 
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         answered = set(pool.map(one, range(300)))
     assert gateway.proc is not None
+    # The rows sit in the gateway's queue; its telemetry process (started by
+    # the first batch of 100) stores them once the gateway drains on SIGTERM.
+    children = child_pids(gateway.proc.pid)
+    assert [cmdline(c) for c in children] == [TELEMETRY_PROCESS]
     gateway.proc.send_signal(signal.SIGTERM)
     # uvicorn re-raises the signal once it has shut down cleanly
     assert gateway.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    # ... and waited for that process to finish: nothing is left behind.
+    assert [c for c in children if Path(f"/proc/{c}").exists()] == []
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'keel.db'}")
     try:

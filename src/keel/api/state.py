@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from starlette.requests import Request
 
+from keel.api.telemetry_worker import output_sinks, start_process
 from keel.config import KeelConfig
 from keel.costs import PriceBook
 from keel.experiments.runtime import Controller
@@ -35,9 +36,8 @@ from keel.store import (
     make_engine,
 )
 from keel.telemetry import Sink, TelemetryWriter
-from keel.telemetry.log import RequestLog
 from keel.telemetry.metrics import Metrics
-from keel.telemetry.sinks import ExportSink, MetricsSink, StoreSink
+from keel.telemetry.sinks import MetricsSink
 from keel.tenants import Gatekeeper
 from keel.tenants.runtime import Tenancy, build_tenancy
 
@@ -98,16 +98,12 @@ async def app_state(
     requests = RequestStore(engine)
     # Known aliases only: made-up model names must not mint new series.
     metrics = Metrics(known_aliases=[m.alias for m in config.models])
-    sinks: list[Sink] = [
-        RequestLog(config.telemetry.log),
-        MetricsSink(metrics),
-        StoreSink(requests),
-    ]
-    if config.telemetry.otlp is not None:
-        from keel.telemetry.otlp import OTLPSink  # the OTLP stack only loads when configured
-
-        otlp = OTLPSink(config.telemetry.otlp, capture_content=config.telemetry.capture_content)
-        sinks.append(ExportSink(otlp))
+    sinks: list[Sink] = [MetricsSink(metrics)]
+    # Telemetry off queues nothing, so it starts no child process.
+    if config.telemetry.enabled and config.telemetry.writer == "process":
+        sinks.append(start_process(config.telemetry, config.database_url))
+    else:
+        sinks.extend(output_sinks(config.telemetry, requests))
     writer = TelemetryWriter(config.telemetry, sinks, on_drop=metrics.dropped)
     metrics.set_queue_depth_source(lambda: writer.depth)
     metrics.set_breaker_source(lambda: {n: b.state.value for n, b in routes.breakers.items()})

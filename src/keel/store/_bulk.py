@@ -20,8 +20,11 @@ Here the batch travels as one JSON array that SQLite unpacks itself
 (``json_each``), so the writer steps once. Unpacking costs SQLite more than
 binding (about 35 µs a row against 14 µs), but without the GIL: in two
 benchmark runs the event loop used about 20 µs less CPU per request and the
-gateway served about 7 % more requests a second. PostgreSQL keeps its
-executemany, which psycopg pipelines into one round trip anyway.
+gateway served about 7 % more requests a second. That holds for a writer
+thread inside the gateway (``telemetry.writer: thread``); the telemetry
+process has no event loop to disturb and takes the cheaper executemany
+(``RequestStore(pack_batches=False)``). PostgreSQL keeps its executemany,
+which psycopg pipelines into one round trip anyway.
 
 The values must be exactly what SQLAlchemy's types would have bound, so that
 reads through SQLAlchemy (``RequestStore.get``, ``list_requests``, rollups)
@@ -78,10 +81,15 @@ class BulkWriter:
     upsert_spend: str  # adds each increment to its rollup row, creating it if new
     stamp: Stamp
 
-    def write(self, conn: sa.Connection, rows: list[Row], increments: list[Row]) -> None:
-        """Run both statements on ``conn`` (in the caller's transaction)."""
+    def write(
+        self, conn: sa.Connection, rows: list[Row], increments: list[Row], *, pack: bool = True
+    ) -> None:
+        """Run both statements on ``conn`` (in the caller's transaction).
+
+        ``pack=False`` takes the executemany path even where the JSON one exists.
+        """
         if rows:
-            packed = self._packed(rows)
+            packed = self._packed(rows) if pack else None
             if packed is not None:
                 conn.exec_driver_sql(*packed)
             else:

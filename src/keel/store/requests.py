@@ -108,9 +108,14 @@ def _aware(value: datetime, param: str) -> datetime:
 class RequestStore:
     """Requests, rollups and feedback on one engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, engine: sa.Engine, *, clock: Clock = utcnow, pack_batches: bool = True
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        # One statement per SQLite batch (see keel.store._bulk): worth its extra
+        # SQLite work only where the writer shares the GIL with an event loop.
+        self._pack_batches = pack_batches
 
     # --- write path (the telemetry writer thread) ----------------------------------
 
@@ -129,7 +134,7 @@ class RequestStore:
         # (on SQLite after one orjson call that packs the rows).
         rows, increments = encode_batch(records, keep, bulk.stamp)
         with translate_errors(self._engine, "writing requests"), self._engine.begin() as conn:
-            bulk.write(conn, rows, increments)
+            bulk.write(conn, rows, increments, pack=self._pack_batches)
 
     # --- traces --------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ class WriterStats:
     submitted: int = 0
     dropped: int = 0  # queue full
     written: int = 0  # records handed to every sink
-    failed_batches: int = 0  # a sink raised; see the log
+    failed_batches: int = 0  # one per sink that raised on a batch; see the log
 
 
 class TelemetryWriter:
@@ -122,12 +122,19 @@ class TelemetryWriter:
             return
         sampling = self._config.sampling
         kept = [keep(record, sampling) for record in batch]
-        for sink in self._sinks:
-            try:
-                sink.write(batch, kept)
-            except Exception:
-                # One broken sink (a database outage, a dead collector) must not
-                # stop the others: the log line and metrics still go out.
-                self.stats.failed_batches += 1
-                log.exception("telemetry sink %s failed on %d records", sink.name, len(batch))
+        self.stats.failed_batches += write_all(self._sinks, batch, kept)
         self.stats.written += len(batch)
+
+
+def write_all(sinks: Sequence[Sink], records: Sequence[RequestRecord], kept: Sequence[bool]) -> int:
+    """Hand the batch to every sink; how many of them failed (each is logged)."""
+    failed = 0
+    for sink in sinks:
+        try:
+            sink.write(records, kept)
+        except Exception:
+            # One broken sink (a database outage, a dead collector) must not
+            # stop the others: the log line and metrics still go out.
+            failed += 1
+            log.exception("telemetry sink %s failed on %d records", sink.name, len(records))
+    return failed

@@ -1,0 +1,158 @@
+"""The output sinks (log, store, OTLP) in a child process with its own GIL.
+
+Why a process: the gateway is one event loop in one interpreter. Run on the
+writer thread, the sinks' Python work (encoding rows, the log line, spans)
+and the SQLite driver's GIL hand-overs took turns with the event loop, and
+telemetry fully on cost the gateway about 30 % of its throughput. With the
+sinks here, the writer thread only samples, counts metrics and encodes each
+batch with one orjson call (``keel.telemetry.wire``); bench/README.md has
+the runs.
+
+The protocol is a pipe each way. The parent writes frames to the child's
+stdin: first a handshake (what the child needs to build its sinks), then one
+frame per batch. After each batch the child writes one byte to the ack pipe:
+how many of its sinks failed. ``ProcessSink.write`` waits for that byte, so
+a batch is in every sink when ``write`` returns, as with sinks on the thread:
+``TelemetryWriter.flush`` keeps its meaning and the queue stays the one
+place records wait. The child ignores SIGINT and SIGTERM (a terminal or a
+supervisor signals the whole process group) and stops at the end of its
+stdin, after closing its sinks; so the gateway's shutdown drain reaches the
+store, and a gateway killed outright still leaves the child to finish the
+batch it has. What a crash of the child loses is the one batch it was
+writing; the next batch starts a new child. The first batch starts the
+first child, so a gateway that serves nothing runs none.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO
+
+from keel.telemetry.record import RequestRecord
+from keel.telemetry.wire import dumps_batch, frame, loads_batch, read_frame
+from keel.telemetry.writer import Sink, write_all
+
+log = logging.getLogger("keel.telemetry")
+
+STOP_TIMEOUT_S = 30.0
+
+
+class SinkProcessFailed(RuntimeError):
+    """The child died, or some of its sinks failed on the batch (its log says why)."""
+
+
+class ProcessSink:
+    """The writer thread's side: one child process, started by the first batch.
+
+    ``command`` runs the child; it gets the ack pipe's descriptor as its last
+    argument and must call ``serve``. ``handshake`` is the first frame it reads.
+    A child that died is replaced by the next batch.
+    """
+
+    name = "process"
+
+    def __init__(self, command: Sequence[str], handshake: bytes) -> None:
+        self._command = list(command)
+        self._handshake = frame(handshake)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._acks: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def write(self, records: Sequence[RequestRecord], kept: Sequence[bool]) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            log.error("the telemetry process exited with code %s", self._stop(kill=True))
+        payload = frame(dumps_batch(records, kept))
+        try:
+            if self._proc is None:
+                self._start()
+            self._send(payload)
+            failed = self._ack()
+        except (OSError, EOFError) as exc:
+            code = self._stop(kill=True)
+            raise SinkProcessFailed(
+                f"the telemetry process stopped (exit code {code}) with {len(records)} records"
+            ) from exc
+        if failed:
+            raise SinkProcessFailed(f"{failed} telemetry process sink(s) failed; see its log")
+
+    def close(self) -> None:
+        """Let the child finish and close its sinks; kill it only if it hangs."""
+        self._stop(kill=False)
+
+    def _start(self) -> None:
+        acks, ack_write = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [*self._command, str(ack_write)], stdin=subprocess.PIPE, pass_fds=(ack_write,)
+            )
+        finally:
+            os.close(ack_write)  # the child holds its own copy: EOF here once it exits
+        self._acks = acks
+        self._send(self._handshake)
+
+    def _send(self, data: bytes) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(data)
+        self._proc.stdin.flush()
+
+    def _ack(self) -> int:
+        assert self._acks is not None
+        byte = os.read(self._acks, 1)
+        if not byte:
+            raise EOFError("the telemetry process closed its ack pipe")
+        return byte[0]
+
+    def _stop(self, *, kill: bool) -> int | None:
+        proc, self._proc = self._proc, None
+        if self._acks is not None:
+            os.close(self._acks)
+            self._acks = None
+        if proc is None:
+            return None
+        if kill:
+            proc.kill()
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass  # the child is gone already: nothing was left to flush
+        try:
+            return proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.error("the telemetry process did not finish within %ss; killing it", STOP_TIMEOUT_S)
+            proc.kill()
+            return proc.wait()
+
+
+def serve(build: Callable[[bytes], Sequence[Sink]], argv: Sequence[str] | None = None) -> None:
+    """The child's main loop: build the sinks from the handshake, then one batch per frame."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.INFO, format="keel-telemetry %(levelname)s %(name)s: %(message)s"
+    )
+    args = sys.argv[1:] if argv is None else argv
+    acks = int(args[-1])
+    data: IO[bytes] = sys.stdin.buffer
+    handshake = read_frame(data)
+    if handshake is None:
+        return  # the parent stopped before saying anything
+    sinks = build(handshake)
+    try:
+        while (payload := read_frame(data)) is not None:
+            records, kept = loads_batch(payload)
+            os.write(acks, bytes([min(255, write_all(sinks, records, kept))]))
+    finally:
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing telemetry sink %s failed", sink.name)

@@ -1,0 +1,63 @@
+"""Request records as bytes and back, for the telemetry process.
+
+The gateway's writer thread encodes each batch with one orjson call, which
+walks the dataclasses in C: that is the only per-record work left holding
+the gateway's GIL when the output sinks run in their own process (see
+``keel.telemetry.sink_process``). The other side rebuilds the same records,
+so every sink reads one ``RequestRecord`` whichever process it runs in.
+
+A frame on the pipe is a 4-byte big-endian length, then that many bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import IO, Any
+
+import orjson
+
+from keel.telemetry.record import AttemptRecord, RequestRecord, StageRecord, Usage
+
+_LENGTH = struct.Struct("!I")
+MAX_FRAME = 2**32 - 1
+
+
+def dumps_batch(records: Sequence[RequestRecord], kept: Sequence[bool]) -> bytes:
+    # orjson serialises dataclasses itself; ``default=tuple`` covers the
+    # named-tuple stages, the one type it leaves to the caller.
+    return orjson.dumps([list(kept), list(records)], default=tuple)
+
+
+def loads_batch(data: bytes) -> tuple[list[RequestRecord], list[bool]]:
+    kept, records = orjson.loads(data)
+    return [record_from_dict(r) for r in records], kept
+
+
+def record_from_dict(fields: dict[str, Any]) -> RequestRecord:
+    """The record ``dumps_batch`` encoded: JSON arrays back to tuples, nested classes rebuilt."""
+    fields["usage"] = Usage(**fields["usage"])
+    fields["attempts"] = tuple(AttemptRecord(**a) for a in fields["attempts"])
+    fields["stages"] = tuple(StageRecord(*s) for s in fields["stages"])
+    fields["finish_reasons"] = tuple(fields["finish_reasons"])
+    return RequestRecord(**fields)
+
+
+def frame(payload: bytes) -> bytes:
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"a telemetry frame of {len(payload)} bytes is over {MAX_FRAME}")
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    """The next frame's payload, or None at a clean end of the stream."""
+    head = stream.read(_LENGTH.size)
+    if not head:
+        return None
+    if len(head) < _LENGTH.size:
+        raise EOFError("the telemetry stream ended inside a frame header")
+    (length,) = _LENGTH.unpack(head)
+    payload = stream.read(length)
+    if len(payload) < length:
+        raise EOFError(f"the telemetry stream ended {length - len(payload)} bytes into a frame")
+    return payload

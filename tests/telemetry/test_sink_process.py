@@ -1,0 +1,135 @@
+"""The output sinks in their own process: the wire format and the child's life."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sqlite3
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import orjson
+import pytest
+
+from keel.api.telemetry_worker import start_process
+from keel.config import LogConfig, TelemetryConfig
+from keel.store import make_engine, upgrade
+from keel.telemetry.sink_process import ProcessSink, SinkProcessFailed
+from keel.telemetry.wire import dumps_batch, frame, loads_batch, read_frame
+from telemetry_records import make_record
+
+
+def full_record(n: int = 1) -> object:
+    return make_record(
+        request_id=f"req_{n}",
+        experiment="exp-1",
+        shadow=True,
+        extra={"shadow": {"score": 0.5, "same": False}},
+        error_type="provider_all_upstreams_failed",
+        usage=make_record().usage.__class__(120, 30, 100, 10, True),
+    )
+
+
+def test_a_record_crosses_the_wire_unchanged() -> None:
+    record = full_record()
+    # Every field set away from its default, so a new field that does not
+    # survive the round trip fails here rather than in a stored row.
+    empty = (None, (), {}, False, 0, "")
+    assert [f.name for f in fields(record) if getattr(record, f.name) in empty] == []  # type: ignore[arg-type]
+    records, kept = loads_batch(dumps_batch([record, make_record()], [True, False]))  # type: ignore[list-item]
+    assert records == [record, make_record()]
+    assert kept == [True, False]
+    assert isinstance(records[0].stages[0], type(make_record().stages[0]))
+
+
+def test_frames_split_a_stream_and_a_cut_frame_is_an_error() -> None:
+    stream = io.BytesIO(frame(b"one") + frame(b"") + frame(b"three"))
+    assert [read_frame(stream), read_frame(stream), read_frame(stream)] == [b"one", b"", b"three"]
+    assert read_frame(stream) is None
+    with pytest.raises(EOFError, match="inside a frame header"):
+        read_frame(io.BytesIO(b"\x00\x00"))
+    with pytest.raises(EOFError, match="2 bytes into a frame"):
+        read_frame(io.BytesIO(frame(b"four")[:-2]))
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'keel.db'}"
+    upgrade(make_engine(url))
+    return url
+
+
+def stored_ids(url: str) -> list[str]:
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        return [r[0] for r in conn.execute("SELECT request_id FROM requests ORDER BY 1")]
+
+
+def telemetry(tmp_path: Path) -> TelemetryConfig:
+    return TelemetryConfig(log=LogConfig(destination="file", path=str(tmp_path / "req.log")))
+
+
+def logged_ids(tmp_path: Path) -> list[str]:
+    lines = (tmp_path / "req.log").read_bytes().splitlines()
+    return [orjson.loads(line)["request_id"] for line in lines]
+
+
+def test_a_batch_is_stored_and_logged_when_write_returns(tmp_path: Path, database: str) -> None:
+    sink = start_process(telemetry(tmp_path), database)
+    assert sink.pid is None  # nothing served yet, no child
+    try:
+        sink.write([full_record(1), full_record(2)], [True, False])
+        assert stored_ids(database) == ["req_1"]  # sampled out: logged, not stored
+        assert logged_ids(tmp_path) == ["req_1", "req_2"]
+        first = sink.pid
+        sink.write([full_record(3)], [True])
+        assert sink.pid == first  # one child for every batch
+        assert stored_ids(database) == ["req_1", "req_3"]
+    finally:
+        sink.close()
+    assert sink.pid is None
+
+
+def test_the_child_ignores_sigterm_and_a_dead_child_is_replaced(
+    tmp_path: Path, database: str
+) -> None:
+    sink = start_process(telemetry(tmp_path), database)
+    try:
+        sink.write([full_record(1)], [True])
+        child = sink.pid
+        assert child is not None
+        # A supervisor signals the whole group; the child waits for its stdin to end.
+        os.kill(child, signal.SIGTERM)
+        sink.write([full_record(2)], [True])
+        assert sink.pid == child
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        sink.write([full_record(3)], [True])
+        assert sink.pid not in (None, child)
+        assert stored_ids(database) == ["req_1", "req_2", "req_3"]
+    finally:
+        sink.close()
+
+
+def test_a_child_that_dies_mid_batch_fails_that_batch(tmp_path: Path) -> None:
+    # Reads the handshake's length, then exits without an ack.
+    quitter = [sys.executable, "-c", "import sys; sys.stdin.buffer.read(4)"]
+    sink = ProcessSink(quitter, b"hello")
+    try:
+        with pytest.raises(SinkProcessFailed, match=r"stopped \(exit code 0\) with 1 records"):
+            sink.write([full_record()], [True])
+        assert sink.pid is None
+    finally:
+        sink.close()
+
+
+def test_a_failing_sink_in_the_child_fails_the_batch_but_not_the_others(tmp_path: Path) -> None:
+    # A database without its tables: the store fails, the log line still goes out.
+    sink = start_process(telemetry(tmp_path), f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(SinkProcessFailed, match="1 telemetry process sink"):
+            sink.write([full_record(1)], [True])
+        assert logged_ids(tmp_path) == ["req_1"]
+    finally:
+        sink.close()

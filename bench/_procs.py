@@ -176,14 +176,34 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+TELEMETRY_PROCESS = "keel.api.telemetry_worker"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def workers_of(root: int) -> list[int]:
     """The processes that serve requests: the children when there are any, else the root.
 
     uvicorn with ``--workers N`` forks N children (plus, on some versions, a
-    resource tracker); a single-worker server is the root itself.
+    resource tracker); a single-worker server is the root itself. Keel's
+    telemetry processes are not workers: see ``telemetry_of``.
     """
-    kids = [p for p in tree(root) if p != root and rss_mib(p) > 30]
+    kids = [
+        p
+        for p in tree(root)
+        if p != root and rss_mib(p) > 30 and TELEMETRY_PROCESS not in _cmdline(p)
+    ]
     return kids or [root]
+
+
+def telemetry_of(worker: int) -> list[int]:
+    """The telemetry process a Keel worker started (none before its first batch)."""
+    return [p for p in tree(worker)[1:] if TELEMETRY_PROCESS in _cmdline(p)]
 
 
 # --- load ---------------------------------------------------------------------

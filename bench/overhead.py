@@ -41,6 +41,7 @@ from _procs import (
     free_port,
     rss_mib,
     run_load,
+    telemetry_of,
     tree,
     wait_ready,
     workers_of,
@@ -324,7 +325,9 @@ def goals(keel: Target, direct: Target) -> list[tuple[str, str, bool | None]]:
         cpu = loaded[0]["cpu_ms_per_req"]
         out.append(("CPU per request <= 1 ms (busiest run)", f"{cpu:.3f} ms", cpu <= 1))
     worst = max(keel.rss_mib, default=0.0)
-    out.append(("RSS <= 150 MiB per worker", f"{worst:.0f} MiB", worst <= 150))
+    out.append(
+        ("RSS <= 150 MiB per worker, telemetry process included", f"{worst:.0f} MiB", worst <= 150)
+    )
     if keel.ready_s is not None:
         out.append(
             ("worker ready < 1 s (spawn → /healthz)", f"{keel.ready_s:.2f} s", keel.ready_s < 1)
@@ -341,7 +344,7 @@ def report(
         rss = ", ".join(f"{m:.0f}" for m in g.rss_mib)
         console.print(
             f"[bold]{g.name}[/]: ready in {_f(g.ready_s or math.nan)} s; "
-            f"RSS per worker after load: {rss} MiB"
+            f"RSS per worker after load (with its telemetry process): {rss} MiB"
         )
     keel = next(g for g in gateways if g.name == "keel")
     table = Table(title="Keel goals")
@@ -408,7 +411,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
         for g in gateways:
             assert g.pid is not None
-            g.rss_mib = [rss_mib(p) for p in workers_of(g.pid)]
+            # A Keel worker's telemetry process is memory the worker needs: counted with it.
+            g.rss_mib = [
+                rss_mib(p) + sum(rss_mib(t) for t in telemetry_of(p)) for p in workers_of(g.pid)
+            ]
         report(scenarios, direct, gateways, skipped)
         if args.json:
             raw = {

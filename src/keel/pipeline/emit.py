@@ -13,7 +13,7 @@ from keel.config import KeelConfig
 from keel.errors import KeelError
 from keel.pipeline.context import RequestContext
 from keel.providers.base import Json
-from keel.telemetry.record import AttemptRecord, RequestRecord, StageRecord, Usage
+from keel.telemetry.record import AttemptRecord, RequestRecord, Usage
 from keel.tokens import prompt_chars, tokens_for_chars
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Emitter:
                 attempts=self._attempts(ctx),
                 stages=tuple(
                     [
-                        StageRecord(name, (start - t0) * 1000, (end - start) * 1000)
+                        (name, (start - t0) * 1000, (end - start) * 1000)
                         for name, start, end in ctx.stages
                     ]
                 ),

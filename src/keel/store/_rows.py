@@ -71,8 +71,8 @@ def _detail(record: RequestRecord) -> dict[str, Any]:
         ]
     if record.stages:
         detail["stages"] = [
-            {"name": s.name, "start_ms": _ms(s.start_ms), "duration_ms": _ms(s.duration_ms)}
-            for s in record.stages
+            {"name": name, "start_ms": _ms(start_ms), "duration_ms": _ms(duration_ms)}
+            for name, start_ms, duration_ms in record.stages
         ]
     if record.finish_reasons:
         detail["finish_reasons"] = list(record.finish_reasons)

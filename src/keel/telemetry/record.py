@@ -8,7 +8,7 @@ Records are never changed once queued, but the classes are not frozen
 dataclasses: a frozen dataclass sets every field through
 ``object.__setattr__``, which made building one record (40 fields, a stage
 per pipeline step) cost about 30 µs of the request path instead of about 5.
-Stages are named tuples for the same reason.
+Stages are plain tuples for the same reason.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ class StageRecord(NamedTuple):
     name: str
     start_ms: float
     duration_ms: float
+
+
+# What a record holds per stage: a StageRecord, or the plain tuple the request
+# path builds (a named tuple costs a Python-level call per stage, and orjson
+# encodes only plain tuples itself). Readers unpack by position.
+StageTiming = tuple[str, float, float]
 
 
 @dataclass(slots=True)
@@ -89,7 +95,7 @@ class RequestRecord:
     latency_ms: float
     ttft_ms: float | None
     attempts: tuple[AttemptRecord, ...]
-    stages: tuple[StageRecord, ...]
+    stages: tuple[StageTiming, ...]
     prompt_name: str | None = None
     prompt_version: str | None = None
     prompt_hash: str | None = None

@@ -2,11 +2,11 @@
 
 Why a process: the gateway is one event loop in one interpreter. Run on the
 writer thread, the sinks' Python work (encoding rows, the log line, spans)
-and the SQLite driver's GIL hand-overs took turns with the event loop, and
-telemetry fully on cost the gateway about 30 % of its throughput. With the
-sinks here, the writer thread only samples, counts metrics and encodes each
-batch with one orjson call (``keel.telemetry.wire``); bench/README.md has
-the runs.
+and the SQLite driver's GIL hand-overs took turns with the event loop. With
+the sinks here, the writer thread only samples, counts metrics and encodes
+each batch with one orjson call (``keel.telemetry.wire``): telemetry fully
+on went from 24-28 % of the gateway's throughput to a median of about 17 %
+(bench/README.md, "Fourth pass").
 
 The protocol is a pipe each way. The parent writes frames to the child's
 stdin: first a handshake (what the child needs to build its sinks), then one

@@ -31,7 +31,7 @@ from opentelemetry.util.types import AttributeValue
 
 import keel
 from keel.errors import SKIPPED_OUTCOMES
-from keel.telemetry.record import AttemptRecord, RequestRecord, StageRecord
+from keel.telemetry.record import AttemptRecord, RequestRecord, StageTiming
 
 __all__ = ["MAX_CONTENT_MESSAGES", "MAX_CONTENT_PART_CHARS", "build_spans"]
 
@@ -168,21 +168,22 @@ def _root_attributes(record: RequestRecord) -> Attrs:
 def _stage_span(
     record: RequestRecord,
     index: int,
-    stage: StageRecord,
+    stage: StageTiming,
     root: SpanContext,
     resource: Resource,
     start_ns: int,
 ) -> ReadableSpan:
-    begin = start_ns + int(stage.start_ms * _NS_PER_MS)
+    name, start_ms, duration_ms = stage
+    begin = start_ns + int(start_ms * _NS_PER_MS)
     return ReadableSpan(
-        name=f"keel.{stage.name}",
+        name=f"keel.{name}",
         context=_child_context(record, "stage", index, root.trace_id),
         parent=root,
         resource=resource,
-        attributes={"keel.stage": stage.name},
+        attributes={"keel.stage": name},
         kind=SpanKind.INTERNAL,
         start_time=begin,
-        end_time=begin + int(stage.duration_ms * _NS_PER_MS),
+        end_time=begin + int(duration_ms * _NS_PER_MS),
         instrumentation_scope=_SCOPE,
     )
 

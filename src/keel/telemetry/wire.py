@@ -17,15 +17,15 @@ from typing import IO, Any
 
 import orjson
 
-from keel.telemetry.record import AttemptRecord, RequestRecord, StageRecord, Usage
+from keel.telemetry.record import AttemptRecord, RequestRecord, Usage
 
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 2**32 - 1
 
 
 def dumps_batch(records: Sequence[RequestRecord], kept: Sequence[bool]) -> bytes:
-    # orjson serialises dataclasses itself; ``default=tuple`` covers the
-    # named-tuple stages, the one type it leaves to the caller.
+    # orjson serialises dataclasses and plain tuples itself; ``default=tuple``
+    # covers stages given as StageRecord named tuples, which it leaves to the caller.
     return orjson.dumps([list(kept), list(records)], default=tuple)
 
 
@@ -38,7 +38,7 @@ def record_from_dict(fields: dict[str, Any]) -> RequestRecord:
     """The record ``dumps_batch`` encoded: JSON arrays back to tuples, nested classes rebuilt."""
     fields["usage"] = Usage(**fields["usage"])
     fields["attempts"] = tuple(AttemptRecord(**a) for a in fields["attempts"])
-    fields["stages"] = tuple(StageRecord(*s) for s in fields["stages"])
+    fields["stages"] = tuple(tuple(s) for s in fields["stages"])
     fields["finish_reasons"] = tuple(fields["finish_reasons"])
     return RequestRecord(**fields)
 

@@ -99,7 +99,9 @@ def test_the_child_ignores_sigterm_and_a_dead_child_is_replaced(
         sink.write([full_record(1)], [True])
         child = sink.pid
         assert child is not None
-        # A supervisor signals the whole group; the child waits for its stdin to end.
+        # Out of reach of a terminal's signals to the gateway's group...
+        assert os.getsid(child) == child
+        # ... and a supervisor's SIGTERM to every process: it waits for its stdin to end.
         os.kill(child, signal.SIGTERM)
         sink.write([full_record(2)], [True])
         assert sink.pid == child
@@ -133,3 +135,25 @@ def test_a_failing_sink_in_the_child_fails_the_batch_but_not_the_others(tmp_path
         assert logged_ids(tmp_path) == ["req_1"]
     finally:
         sink.close()
+
+
+def test_a_record_json_cannot_hold_is_left_out_and_the_batch_goes_on(
+    tmp_path: Path, database: str
+) -> None:
+    odd = make_record(request_id="req_odd", extra={"weights": {1: "non-string key"}})
+    records, kept = loads_batch(dumps_batch([full_record(1), odd, full_record(2)], [True] * 3))  # type: ignore[list-item]
+    assert [r.request_id for r in records] == ["req_1", "req_2"]
+    assert kept == [True, True]
+
+
+def test_no_child_starts_after_close_and_a_failed_start_leaks_nothing(tmp_path: Path) -> None:
+    missing = ProcessSink([str(tmp_path / "no-such-python")], b"hello")
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(SinkProcessFailed, match="stopped"):
+            missing.write([full_record()], [True])
+    assert len(os.listdir("/proc/self/fd")) == fds
+    missing.close()
+    with pytest.raises(SinkProcessFailed, match="closed"):
+        missing.write([full_record()], [True])
+    assert missing.pid is None

@@ -1,4 +1,4 @@
-"""OTLP/HTTP export of request spans, called from the telemetry writer thread.
+"""OTLP/HTTP export of request spans, called from the telemetry writer (process or thread).
 
 A tracing backend outage must never reach a request or stop the writer:
 export failures are logged and counted here, and the JSON request log

@@ -14,9 +14,9 @@ frame per batch. After each batch the child writes one byte to the ack pipe:
 how many of its sinks failed. ``ProcessSink.write`` waits for that byte, so
 a batch is in every sink when ``write`` returns, as with sinks on the thread:
 ``TelemetryWriter.flush`` keeps its meaning and the queue stays the one
-place records wait. The child ignores SIGINT and SIGTERM (a terminal or a
-supervisor signals the whole process group) and stops at the end of its
-stdin, after closing its sinks; so the gateway's shutdown drain reaches the
+place records wait. The child runs in its own session, ignores SIGINT and
+SIGTERM (a supervisor may signal every process of the service) and stops at
+the end of its stdin, after closing its sinks; so the gateway's shutdown drain reaches the
 store, and a gateway killed outright still leaves the child to finish the
 batch it has. What a crash of the child loses is the one batch it was
 writing; the next batch starts a new child. The first batch starts the
@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import IO
 
@@ -51,7 +52,7 @@ class ProcessSink:
 
     ``command`` runs the child; it gets the ack pipe's descriptor as its last
     argument and must call ``serve``. ``handshake`` is the first frame it reads.
-    A child that died is replaced by the next batch.
+    A child that died is replaced by the next batch; none starts after ``close``.
     """
 
     name = "process"
@@ -61,42 +62,73 @@ class ProcessSink:
         self._handshake = frame(handshake)
         self._proc: subprocess.Popen[bytes] | None = None
         self._acks: int | None = None
+        # Held for a whole batch: close() on the shutdown path must not pull
+        # the pipes from under a write still running on the writer thread.
+        self._lock = threading.Lock()
+        self._closed = False
 
     @property
     def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
+        proc = self._proc
+        return None if proc is None else proc.pid
 
     def write(self, records: Sequence[RequestRecord], kept: Sequence[bool]) -> None:
-        if self._proc is not None and self._proc.poll() is not None:
-            log.error("the telemetry process exited with code %s", self._stop(kill=True))
         payload = frame(dumps_batch(records, kept))
-        try:
-            if self._proc is None:
-                self._start()
-            self._send(payload)
-            failed = self._ack()
-        except (OSError, EOFError) as exc:
-            code = self._stop(kill=True)
-            raise SinkProcessFailed(
-                f"the telemetry process stopped (exit code {code}) with {len(records)} records"
-            ) from exc
+        with self._lock:
+            if self._closed:
+                raise SinkProcessFailed(f"the telemetry process is closed: {len(records)} records")
+            if self._proc is not None and self._proc.poll() is not None:
+                log.error("the telemetry process exited with code %s", self._stop(kill=True))
+            try:
+                if self._proc is None:
+                    self._start()
+                self._send(payload)
+                failed = self._ack()
+            except (OSError, EOFError) as exc:
+                code = self._stop(kill=True)
+                raise SinkProcessFailed(
+                    f"the telemetry process stopped (exit code {code}) with {len(records)} records"
+                ) from exc
         if failed:
             raise SinkProcessFailed(f"{failed} telemetry process sink(s) failed; see its log")
 
     def close(self) -> None:
-        """Let the child finish and close its sinks; kill it only if it hangs."""
-        self._stop(kill=False)
+        """Let the child finish and close its sinks; kill it if it hangs."""
+        self._closed = True
+        if not self._lock.acquire(timeout=STOP_TIMEOUT_S):
+            # A batch is stuck (a database that never answers): killing the
+            # child ends the writer's wait, which then gives the lock back.
+            log.error("the telemetry process is stuck on a batch; killing it")
+            proc = self._proc
+            if proc is not None:
+                proc.kill()
+            self._lock.acquire()
+        try:
+            self._stop(kill=False)
+        finally:
+            self._lock.release()
 
     def _start(self) -> None:
         acks, ack_write = os.pipe()
         try:
+            # Its own session: a terminal's Ctrl-C goes to the gateway, which
+            # then drains into this child rather than past it.
             self._proc = subprocess.Popen(
-                [*self._command, str(ack_write)], stdin=subprocess.PIPE, pass_fds=(ack_write,)
+                [*self._command, str(ack_write)],
+                stdin=subprocess.PIPE,
+                pass_fds=(ack_write,),
+                start_new_session=True,
             )
+        except BaseException:
+            os.close(acks)
+            raise
         finally:
             os.close(ack_write)  # the child holds its own copy: EOF here once it exits
         self._acks = acks
         self._send(self._handshake)
+        # The child answers once its sinks are built: one that cannot start
+        # (a bad database URL, an import error) fails this batch, not later.
+        self._ack()
 
     def _send(self, data: bytes) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -134,6 +166,9 @@ class ProcessSink:
 
 def serve(build: Callable[[bytes], Sequence[Sink]], argv: Sequence[str] | None = None) -> None:
     """The child's main loop: build the sinks from the handshake, then one batch per frame."""
+    # A supervisor may signal every process of the service (systemd does, by
+    # default): the child must outlive the gateway's drain, so it stops only
+    # when its stdin ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
@@ -147,9 +182,12 @@ def serve(build: Callable[[bytes], Sequence[Sink]], argv: Sequence[str] | None =
         return  # the parent stopped before saying anything
     sinks = build(handshake)
     try:
+        os.write(acks, b"\x00")  # ready
         while (payload := read_frame(data)) is not None:
             records, kept = loads_batch(payload)
             os.write(acks, bytes([min(255, write_all(sinks, records, kept))]))
+    except BrokenPipeError:
+        pass  # the gateway is gone; the batch it sent last is written
     finally:
         for sink in sinks:
             try:

@@ -11,6 +11,7 @@ A frame on the pipe is a 4-byte big-endian length, then that many bytes.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Sequence
 from typing import IO, Any
@@ -19,14 +20,39 @@ import orjson
 
 from keel.telemetry.record import AttemptRecord, RequestRecord, Usage
 
+log = logging.getLogger("keel.telemetry")
+
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 2**32 - 1
 
 
+def _named_tuple(value: object) -> tuple[Any, ...]:
+    # orjson encodes dataclasses and plain tuples itself, but leaves tuple
+    # subclasses (stages built as StageRecord) to the caller. Nothing else
+    # is converted: a value JSON cannot hold fails its record.
+    if isinstance(value, tuple):
+        return tuple(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def dumps_batch(records: Sequence[RequestRecord], kept: Sequence[bool]) -> bytes:
-    # orjson serialises dataclasses and plain tuples itself; ``default=tuple``
-    # covers stages given as StageRecord named tuples, which it leaves to the caller.
-    return orjson.dumps([list(kept), list(records)], default=tuple)
+    """The batch as one JSON document; a record JSON cannot hold is logged and left out."""
+    try:
+        return orjson.dumps([list(kept), list(records)], default=_named_tuple)
+    except orjson.JSONEncodeError:
+        pass
+    # Rare (a non-string key in caller metadata, an integer over 64 bits):
+    # encode one by one so the rest of the batch still reaches every sink.
+    good: list[bytes] = []
+    flags: list[bool] = []
+    for record, flag in zip(records, kept, strict=True):
+        try:
+            good.append(orjson.dumps(record, default=_named_tuple))
+        except orjson.JSONEncodeError as exc:
+            log.error("telemetry record %s left out: %s", record.request_id, exc)
+            continue
+        flags.append(flag)
+    return b"[" + orjson.dumps(flags) + b",[" + b",".join(good) + b"]]"
 
 
 def loads_batch(data: bytes) -> tuple[list[RequestRecord], list[bool]]:

@@ -3,7 +3,8 @@
 The request path only appends a finished ``RequestRecord`` (no I/O, no
 lock beyond the deque's own); the thread wakes every ``flush_interval_s`` or
 when a batch is full, decides sampling, and hands the batch to each sink:
-the JSON log, metrics, the request store and OTLP. A full queue drops the
+metrics, and the JSON log, the request store and OTLP, which by default sit
+behind one ``ProcessSink`` (keel.telemetry.sink_process). A full queue drops the
 record and counts it. Shutdown drains everything queued, so a SIGTERM loses
 nothing; a crash (SIGKILL, power) loses at most what was queued, which is
 bounded by ``flush_interval_s`` worth of traffic or ``queue_size`` records.
@@ -26,7 +27,7 @@ log = logging.getLogger("keel.telemetry")
 
 
 class Sink(Protocol):
-    """Receives each batch with its sampling verdicts; runs on the writer thread."""
+    """Receives each batch with its sampling verdicts (writer thread or telemetry process)."""
 
     name: str
 
@@ -40,7 +41,7 @@ class WriterStats:
     submitted: int = 0
     dropped: int = 0  # queue full
     written: int = 0  # records handed to every sink
-    failed_batches: int = 0  # one per sink that raised on a batch; see the log
+    failed_batches: int = 0  # one per sink (or telemetry process) that raised on a batch
 
 
 class TelemetryWriter:

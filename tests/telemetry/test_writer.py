@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -120,3 +121,31 @@ def test_sampling_verdicts_reach_the_sinks() -> None:
     writer.submit(record(2, status="error"))
     writer.flush()
     assert sink.batches == [(["r1", "r2"], [False, True])]
+
+
+def test_under_load_the_writer_sends_whole_batches() -> None:
+    # What arrives while a batch is being written waits for a whole batch (or
+    # the interval) instead of going out as a small batch of its own.
+    release, written = threading.Event(), threading.Event()
+
+    class Slow(Recording):
+        def write(self, records: Sequence[RequestRecord], kept: Sequence[bool]) -> None:
+            assert release.wait(10)
+            super().write(records, kept)
+            written.set()
+
+    sink = Slow()
+    writer = TelemetryWriter(TelemetryConfig(batch_size=3, flush_interval_s=3600), [sink])
+    writer.start()
+    try:
+        for n in range(5):  # the third wakes the writer; two arrive during its write
+            writer.submit(record(n))
+        release.set()
+        assert written.wait(10)
+        with writer._busy:  # the writer's turn is over
+            assert writer.depth == 2
+        writer.submit(record(5))
+        writer.flush()
+    finally:
+        writer.stop()
+    assert [ids for ids, _ in sink.batches] == [["r0", "r1", "r2"], ["r3", "r4", "r5"]]

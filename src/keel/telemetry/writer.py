@@ -106,10 +106,23 @@ class TelemetryWriter:
 
     def _run(self) -> None:
         while not self._stopping:
-            self._wake.wait(self._config.flush_interval_s)
+            batch_full = self._wake.wait(self._config.flush_interval_s)
             self._wake.clear()
-            self.flush()
+            if batch_full:
+                self._write_full_batches()
+            else:
+                self.flush()
         self.flush()
+
+    def _write_full_batches(self) -> None:
+        # Whole batches only, the rest waits for the next wake. Draining to
+        # empty sent what arrived during each batch's write (a transaction,
+        # a pipe round trip: milliseconds) as a batch of its own; under load
+        # batches averaged about 30 records instead of 100, and the costs
+        # paid per batch went up threefold.
+        with self._busy:
+            while len(self._queue) >= self._config.batch_size:
+                self._write(self._take())
 
     def _take(self) -> list[RequestRecord]:
         batch: list[RequestRecord] = []

@@ -17,9 +17,9 @@ a batch is in every sink when ``write`` returns, as with sinks on the thread:
 ``TelemetryWriter.flush`` keeps its meaning and the queue stays the one
 place records wait. The child runs in its own session, ignores SIGINT and
 SIGTERM (a supervisor may signal every process of the service) and stops at
-the end of its stdin, after closing its sinks; so the gateway's shutdown drain reaches the
-store, and a gateway killed outright still leaves the child to finish the
-batch it has. What a crash of the child loses is the one batch it was
+the end of its stdin, after closing its sinks; so the gateway's shutdown
+drain reaches the store, and a gateway killed outright still leaves the
+child to finish the batch it has. What a crash of the child loses is the one batch it was
 writing; the next batch starts a new child. The first batch starts the
 first child, so a gateway that serves nothing runs none.
 """

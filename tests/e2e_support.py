@@ -10,12 +10,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import yaml
 
 STARTUP_TIMEOUT_S = 15.0
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
 
 
 def free_port() -> int:
@@ -93,6 +100,17 @@ class Cluster:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.processes: list[Process] = []
+        self.clients: list[Any] = []
+
+    def closing(self, client: C) -> C:
+        """``client`` (an SDK or HTTP client), closed when the test ends.
+
+        An SDK client left open keeps its keep-alive sockets until the
+        collector finds them, and the warning that raises then fails
+        whichever test happens to be running.
+        """
+        self.clients.append(client)
+        return client
 
     def sim(self, name: str, port: int | None = None, **settings: Any) -> Process:
         config = self.workdir / f"sim-{name}.yaml"
@@ -152,5 +170,7 @@ class Cluster:
         return process.start()
 
     def stop(self) -> None:
+        for client in self.clients:
+            client.close()
         for process in self.processes:
             process.stop()

@@ -45,15 +45,16 @@ def gateway_config(primary: str, backup: str, **routing: Any) -> dict[str, Any]:
     }
 
 
-def client(gateway_url: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=0, timeout=20)
+def client(cluster: Cluster, gateway_url: str, key: str) -> openai.OpenAI:
+    sdk = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key=key, max_retries=0, timeout=20)
+    return cluster.closing(sdk)
 
 
 def test_openai_sdk_end_to_end(cluster: Cluster) -> None:
     primary = cluster.sim("primary", **FAST_SIM)
     backup = cluster.sim("backup", **FAST_SIM)
     gateway, key = cluster.gateway(gateway_config(primary.url, backup.url))
-    sdk = client(gateway.url, key)
+    sdk = client(cluster, gateway.url, key)
 
     raw = sdk.chat.completions.with_raw_response.create(
         model="fast", messages=[{"role": "user", "content": "Say hello"}]
@@ -102,13 +103,13 @@ def test_openai_sdk_end_to_end(cluster: Cluster) -> None:
     with pytest.raises(openai.NotFoundError):
         sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.AuthenticationError):
-        client(gateway.url, "sk-keel-invalid").models.list()
+        client(cluster, gateway.url, "sk-keel-invalid").models.list()
 
 
 def test_anthropic_provider_through_the_gateway(cluster: Cluster) -> None:
     primary = cluster.sim("primary", **FAST_SIM)
     gateway, key = cluster.gateway(gateway_config(primary.url, primary.url))
-    sdk = client(gateway.url, key)
+    sdk = client(cluster, gateway.url, key)
 
     reply = sdk.chat.completions.create(
         model="claude",
@@ -132,7 +133,7 @@ def test_anthropic_provider_through_the_gateway(cluster: Cluster) -> None:
 
 def test_the_sims_anthropic_api_with_the_anthropic_sdk(cluster: Cluster) -> None:
     sim = cluster.sim("claude", **FAST_SIM)
-    sdk = anthropic.Anthropic(base_url=sim.url, api_key="sim-key", max_retries=0)
+    sdk = cluster.closing(anthropic.Anthropic(base_url=sim.url, api_key="sim-key", max_retries=0))
     message = sdk.messages.create(
         model="sim-claude", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]
     )
@@ -156,7 +157,7 @@ def test_killing_the_primary_loses_no_request_and_the_breaker_recovers(
             breaker={"min_requests": 3, "failure_rate": 0.5, "cooldown_s": 1, "window_s": 10},
         )
     )
-    sdk = client(gateway.url, key)
+    sdk = client(cluster, gateway.url, key)
     killed = threading.Event()
     results: list[tuple[int, str, int]] = []
     lock = threading.Lock()
@@ -202,7 +203,7 @@ def test_a_stream_cut_mid_answer_ends_with_an_error_not_done(cluster: Cluster) -
     slow = {**FAST_SIM, "tokens_per_second": 20, "default_answer": " ".join(["tok"] * 400)}
     primary = cluster.sim("primary", **slow)
     gateway, key = cluster.gateway(gateway_config(primary.url, primary.url))
-    sdk = client(gateway.url, key)
+    sdk = client(cluster, gateway.url, key)
     stream = sdk.chat.completions.create(
         model="fast", messages=[{"role": "user", "content": "long answer"}], stream=True
     )

@@ -47,11 +47,12 @@ def served(gateway: Process, key: str) -> str | None:
     """The version the gateway renders for the production label (None: no label yet)."""
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, timeout=10)
     try:
-        response = client.chat.completions.with_raw_response.create(
-            model="fast",
-            messages=[],
-            extra_body={"prompt": {"name": "greet", "variables": {"who": "Ada"}}},
-        )
+        with client:
+            response = client.chat.completions.with_raw_response.create(
+                model="fast",
+                messages=[],
+                extra_body={"prompt": {"name": "greet", "variables": {"who": "Ada"}}},
+            )
     except openai.NotFoundError:
         return None
     assert response.parse().choices[0].message.content
@@ -89,7 +90,9 @@ def test_a_rollback_reaches_both_gateways_within_five_seconds(
 
 def test_messages_may_be_empty_only_with_a_prompt(cluster: Cluster, tmp_path: Path) -> None:
     (gateway,), key = cluster.gateways(CONFIG, 1)
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, timeout=10)
+    client = cluster.closing(
+        openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0, timeout=10)
+    )
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="fast", messages=[])
     assert caught.value.code == "invalid_request"

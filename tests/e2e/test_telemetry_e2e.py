@@ -36,7 +36,7 @@ def gateway_config(sim_url: str, **telemetry: Any) -> dict[str, Any]:
 def test_cost_and_tokens_agree_between_response_trace_and_rollup(cluster: Cluster) -> None:
     sim = cluster.sim("sim", kind="simulator", seed=5)
     gateway, key = cluster.gateway(gateway_config(sim.url, flush_interval_s=0.05))
-    sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    sdk = cluster.closing(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0))
     raw = sdk.chat.completions.with_raw_response.create(
         model="fast",
         messages=[{"role": "user", "content": "price me"}],
@@ -83,7 +83,7 @@ def test_sigterm_loses_no_accepted_request(cluster: Cluster, tmp_path: Path) -> 
     sim = cluster.sim("sim", kind="simulator", seed=6)
     # A writer that would wait an hour: only the shutdown drain can store these rows.
     gateway, key = cluster.gateway(gateway_config(sim.url, flush_interval_s=3600))
-    sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    sdk = cluster.closing(openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0))
 
     def one(i: int) -> str:
         raw = sdk.chat.completions.with_raw_response.create(

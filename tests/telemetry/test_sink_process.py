@@ -16,19 +16,20 @@ import pytest
 from keel.api.telemetry_worker import start_process
 from keel.config import LogConfig, TelemetryConfig
 from keel.store import make_engine, upgrade
+from keel.telemetry import RequestRecord, Usage
 from keel.telemetry.sink_process import ProcessSink, SinkProcessFailed
 from keel.telemetry.wire import dumps_batch, frame, loads_batch, read_frame
 from telemetry_records import make_record
 
 
-def full_record(n: int = 1) -> object:
+def full_record(n: int = 1) -> RequestRecord:
     return make_record(
         request_id=f"req_{n}",
         experiment="exp-1",
         shadow=True,
         extra={"shadow": {"score": 0.5, "same": False}},
         error_type="provider_all_upstreams_failed",
-        usage=make_record().usage.__class__(120, 30, 100, 10, True),
+        usage=Usage(120, 30, 100, 10, True),
     )
 
 
@@ -37,8 +38,8 @@ def test_a_record_crosses_the_wire_unchanged() -> None:
     # Every field set away from its default, so a new field that does not
     # survive the round trip fails here rather than in a stored row.
     empty = (None, (), {}, False, 0, "")
-    assert [f.name for f in fields(record) if getattr(record, f.name) in empty] == []  # type: ignore[arg-type]
-    records, kept = loads_batch(dumps_batch([record, make_record()], [True, False]))  # type: ignore[list-item]
+    assert [f.name for f in fields(record) if getattr(record, f.name) in empty] == []
+    records, kept = loads_batch(dumps_batch([record, make_record()], [True, False]))
     assert records == [record, make_record()]
     assert kept == [True, False]
     assert records[0].stages == (("auth", 0.0, 1.5), ("guardrail", 1.5, 3.0))
@@ -141,7 +142,7 @@ def test_a_record_json_cannot_hold_is_left_out_and_the_batch_goes_on(
     tmp_path: Path, database: str
 ) -> None:
     odd = make_record(request_id="req_odd", extra={"weights": {1: "non-string key"}})
-    records, kept = loads_batch(dumps_batch([full_record(1), odd, full_record(2)], [True] * 3))  # type: ignore[list-item]
+    records, kept = loads_batch(dumps_batch([full_record(1), odd, full_record(2)], [True] * 3))
     assert [r.request_id for r in records] == ["req_1", "req_2"]
     assert kept == [True, True]
 

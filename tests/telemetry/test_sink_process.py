@@ -7,7 +7,7 @@ import os
 import signal
 import sqlite3
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import orjson
@@ -43,6 +43,17 @@ def test_a_record_crosses_the_wire_unchanged() -> None:
     assert records == [record, make_record()]
     assert kept == [True, False]
     assert records[0].stages == (("auth", 0.0, 1.5), ("guardrail", 1.5, 3.0))
+
+
+def test_a_record_whose_keys_are_not_in_field_order_still_decodes() -> None:
+    # The fast path builds records positionally; keys in another order or
+    # fields left to their defaults must still land in the right fields.
+    (_, [encoded]) = orjson.loads(dumps_batch([full_record()], [True]))
+    reordered = dict(reversed(list(encoded.items())))
+    reordered["usage"] = dict(reversed(list(encoded["usage"].items())))
+    del reordered["extra"]
+    records, _ = loads_batch(orjson.dumps([[True], [reordered]]))
+    assert records == [replace(full_record(), extra={})]
 
 
 def test_frames_split_a_stream_and_a_cut_frame_is_an_error() -> None:

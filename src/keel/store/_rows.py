@@ -48,7 +48,9 @@ def _clip(value: str | None, limit: int) -> str | None:
 
 def _ms(value: float) -> float:
     # 0.1 ms is finer than any of these timings mean, and keeps the JSON short.
-    return round(value, 1)
+    # round(value * 10) / 10 gives what round(value, 1) does at these
+    # magnitudes in half the time; a record has about twenty of them.
+    return round(value * 10) / 10
 
 
 def _detail(record: RequestRecord) -> dict[str, Any]:

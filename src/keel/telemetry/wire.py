@@ -11,16 +11,19 @@ A frame on the pipe is a 4-byte big-endian length, then that many bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
-from collections.abc import Sequence
-from typing import IO, Any
+from collections.abc import Callable, Sequence
+from typing import IO, Any, TypeVar
 
 import orjson
 
 from keel.telemetry.record import AttemptRecord, RequestRecord, Usage
 
 log = logging.getLogger("keel.telemetry")
+
+_T = TypeVar("_T")
 
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 2**32 - 1
@@ -62,11 +65,29 @@ def loads_batch(data: bytes) -> tuple[list[RequestRecord], list[bool]]:
 
 def record_from_dict(fields: dict[str, Any]) -> RequestRecord:
     """The record ``dumps_batch`` encoded: JSON arrays back to tuples, nested classes rebuilt."""
-    fields["usage"] = Usage(**fields["usage"])
-    fields["attempts"] = tuple(AttemptRecord(**a) for a in fields["attempts"])
+    fields["usage"] = _build(Usage, _USAGE_FIELDS, fields["usage"])
+    fields["attempts"] = tuple(
+        _build(AttemptRecord, _ATTEMPT_FIELDS, a) for a in fields["attempts"]
+    )
     fields["stages"] = tuple(tuple(s) for s in fields["stages"])
     fields["finish_reasons"] = tuple(fields["finish_reasons"])
-    return RequestRecord(**fields)
+    return _build(RequestRecord, _RECORD_FIELDS, fields)
+
+
+def _build(cls: Callable[..., _T], names: tuple[str, ...], fields: dict[str, Any]) -> _T:
+    # Positional when the keys are the fields in order, as orjson writes a
+    # dataclass: keyword matching finds a parameter by identity with the
+    # interned name first, and decoded keys are never those objects, so each
+    # was compared by value against every parameter; RequestRecord(**fields)
+    # cost about 15 µs, half of decoding a record.
+    if tuple(fields) == names:
+        return cls(*fields.values())
+    return cls(**fields)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRecord))
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(AttemptRecord))
 
 
 def frame(payload: bytes) -> bytes:

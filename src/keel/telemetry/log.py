@@ -13,6 +13,8 @@ import orjson
 from keel.config import LogConfig
 from keel.telemetry.record import RequestRecord
 
+_LINE = orjson.OPT_APPEND_NEWLINE
+
 
 def log_fields(record: RequestRecord) -> dict[str, Any]:
     usage = record.usage
@@ -63,7 +65,7 @@ class RequestLog:
     def write(self, records: Sequence[RequestRecord], kept: Sequence[bool]) -> None:
         if self._config.destination == "off" or not records:
             return
-        lines = b"".join(orjson.dumps(log_fields(r)) + b"\n" for r in records)
+        lines = b"".join([orjson.dumps(log_fields(r), option=_LINE) for r in records])
         out = self._stream()
         out.write(lines)
         out.flush()

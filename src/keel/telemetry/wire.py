@@ -69,7 +69,7 @@ def record_from_dict(fields: dict[str, Any]) -> RequestRecord:
     fields["attempts"] = tuple(
         _build(AttemptRecord, _ATTEMPT_FIELDS, a) for a in fields["attempts"]
     )
-    fields["stages"] = tuple(tuple(s) for s in fields["stages"])
+    fields["stages"] = tuple(map(tuple, fields["stages"]))
     fields["finish_reasons"] = tuple(fields["finish_reasons"])
     return _build(RequestRecord, _RECORD_FIELDS, fields)
 

@@ -72,10 +72,9 @@ def _detail(record: RequestRecord) -> dict[str, Any]:
             for a in record.attempts
         ]
     if record.stages:
-        # _ms spelled out: eight stages a request, and a call each cost more than the rounding.
         detail["stages"] = [
-            {"name": name, "start_ms": round(start * 10) / 10, "duration_ms": round(took * 10) / 10}
-            for name, start, took in record.stages
+            {"name": name, "start_ms": _ms(start_ms), "duration_ms": _ms(duration_ms)}
+            for name, start_ms, duration_ms in record.stages
         ]
     if record.finish_reasons:
         detail["finish_reasons"] = list(record.finish_reasons)

@@ -79,14 +79,16 @@ async def spread(
 def test_three_gateways_never_spend_past_one_budget(cluster: Cluster, prefix: str) -> None:
     budget = 50 * RESERVE_NANO
     gateways, key = cluster.gateways(config(prefix, {"budget": {"daily_usd": budget / 1e9}}), 3)
-    responses = asyncio.run(spread(gateways, key, 200))
+    # One request through each gateway first, so every one of them spends from
+    # the budget whatever order the burst's connections land in; then the burst.
+    first = [asyncio.run(spread([gateway], key, 1))[0] for gateway in gateways]
+    assert [r.status_code for r in first] == [200, 200, 200]
+    responses = first + asyncio.run(spread(gateways, key, 200))
     served = [r for r in responses if r.status_code == 200]
     assert {r.status_code for r in responses} <= {200, 402}
     assert len(served) >= 50
     spent = sum(round(float(r.headers["x-keel-cost-usd"]) * 1e9) for r in served)
     assert spent <= budget
-    # Every gateway took part, so the bound held across processes, not inside one.
-    assert {r.url.port for r in served} == {g.port for g in gateways}
 
 
 def test_rpm_holds_across_three_gateways(cluster: Cluster, prefix: str) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import signal
 import sqlite3
 import sys
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import orjson
@@ -45,15 +46,25 @@ def test_a_record_crosses_the_wire_unchanged() -> None:
     assert records[0].stages == (("auth", 0.0, 1.5), ("guardrail", 1.5, 3.0))
 
 
-def test_a_record_whose_keys_are_not_in_field_order_still_decodes() -> None:
-    # The fast path builds records positionally; keys in another order or
-    # fields left to their defaults must still land in the right fields.
-    (_, [encoded]) = orjson.loads(dumps_batch([full_record()], [True]))
-    reordered = dict(reversed(list(encoded.items())))
-    reordered["usage"] = dict(reversed(list(encoded["usage"].items())))
-    del reordered["extra"]
-    records, _ = loads_batch(orjson.dumps([[True], [reordered]]))
-    assert records == [replace(full_record(), extra={})]
+def test_a_child_with_another_record_layout_stores_nothing(
+    tmp_path: Path, database: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # As after an upgrade in place: a new child whose code orders the fields
+    # differently must refuse the batch, not file values under wrong columns.
+    other_version = (
+        "import keel.telemetry.sink_process as p; p.LAYOUT = b'[]';"
+        "from keel.api.telemetry_worker import _build; p.serve(_build)"
+    )
+    handshake = pickle.dumps((telemetry(tmp_path), database))
+    sink = ProcessSink([sys.executable, "-c", other_version], handshake)
+    try:
+        with pytest.raises(SinkProcessFailed, match=r"exit code 2"):
+            sink.write([full_record()], [True])
+    finally:
+        sink.close()
+    assert stored_ids(database) == []
+    assert not (tmp_path / "req.log").exists()
+    assert "another version of Keel" in capfd.readouterr().err
 
 
 def test_frames_split_a_stream_and_a_cut_frame_is_an_error() -> None:

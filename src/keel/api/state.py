@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from starlette.requests import Request
 
+from keel._gc import settle_after_start
 from keel.api.telemetry_worker import output_sinks, start_process
 from keel.config import KeelConfig
 from keel.costs import PriceBook
@@ -42,9 +42,6 @@ from keel.tenants import Gatekeeper
 from keel.tenants.runtime import Tenancy, build_tenancy
 
 log = logging.getLogger("keel.api")
-
-# Container allocations between young-generation collections (CPython 3.11-3.13: 700).
-YOUNG_GC_THRESHOLD = 10_000
 
 
 @dataclass(slots=True)
@@ -142,15 +139,12 @@ async def app_state(
     writer.start()
     # The price table takes a moment to load; do it beside serving, not before.
     warming = asyncio.ensure_future(asyncio.to_thread(prices.warm))
-    # Everything built so far lives as long as the process: keep it out of
-    # the collector's full passes, which otherwise stall requests.
-    gc.freeze()
-    # A request allocates hundreds of container objects, so at the default
-    # threshold of 700 a young collection ran every few requests, each one
-    # walking every request in flight and every record queued for telemetry:
-    # about 7 µs of CPU per request with telemetry off and 20 to 30 µs with it
-    # fully on (bench/README.md). Cycles are still collected, just less often.
-    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
+    # Everything built so far lives as long as the process, and a request
+    # allocates hundreds of containers: at the default threshold a young
+    # collection ran every few requests, walking every request in flight and
+    # every record queued for telemetry (about 7 µs of CPU per request with
+    # telemetry off, 20 to 30 µs fully on; bench/README.md).
+    settle_after_start()
     try:
         yield state
     finally:

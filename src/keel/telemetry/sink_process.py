@@ -10,18 +10,20 @@ and 12-23 % (median about 18 %) with them here; bench/README.md, "Fourth
 pass", has the runs.
 
 The protocol is a pipe each way. The parent writes frames to the child's
-stdin: first a handshake (what the child needs to build its sinks), then one
-frame per batch. After each batch the child writes one byte to the ack pipe:
-how many of its sinks failed. ``ProcessSink.write`` waits for that byte, so
-a batch is in every sink when ``write`` returns, as with sinks on the thread:
-``TelemetryWriter.flush`` keeps its meaning and the queue stays the one
-place records wait. The child runs in its own session, ignores SIGINT and
-SIGTERM (a supervisor may signal every process of the service) and stops at
-the end of its stdin, after closing its sinks; so the gateway's shutdown
-drain reaches the store, and a gateway killed outright still leaves the
-child to finish the batch it has. What a crash of the child loses is the one batch it was
-writing; the next batch starts a new child. The first batch starts the
-first child, so a gateway that serves nothing runs none.
+stdin: first the record layout (``keel.telemetry.wire.LAYOUT``, which the
+child checks against its own), then a handshake (what the child needs to
+build its sinks), then one frame per batch. After each batch the child
+writes one byte to the ack pipe: how many of its sinks failed.
+``ProcessSink.write`` waits for that byte, so a batch is in every sink when
+``write`` returns, as with sinks on the thread: ``TelemetryWriter.flush``
+keeps its meaning and the queue stays the one place records wait. The child
+runs in its own session, ignores SIGINT and SIGTERM (a supervisor may signal
+every process of the service) and stops at the end of its stdin, after
+closing its sinks; so the gateway's shutdown drain reaches the store, and a
+gateway killed outright still leaves the child to finish the batch it has.
+What a crash of the child loses is the one batch it was writing; the next
+batch starts a new child. The first batch starts the first child, so a
+gateway that serves nothing runs none.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import IO
 
+from keel._gc import settle_after_start
 from keel.telemetry.record import RequestRecord
-from keel.telemetry.wire import dumps_batch, frame, loads_batch, read_frame
+from keel.telemetry.wire import LAYOUT, dumps_batch, frame, loads_batch, read_frame
 from keel.telemetry.writer import Sink, write_all
 
 log = logging.getLogger("keel.telemetry")
@@ -52,7 +55,7 @@ class ProcessSink:
     """The writer thread's side: one child process, started by the first batch.
 
     ``command`` runs the child; it gets the ack pipe's descriptor as its last
-    argument and must call ``serve``. ``handshake`` is the first frame it reads.
+    argument and must call ``serve``. ``handshake`` is the frame it reads after the layout.
     A child that died is replaced by the next batch; none starts after ``close``.
     """
 
@@ -60,7 +63,8 @@ class ProcessSink:
 
     def __init__(self, command: Sequence[str], handshake: bytes) -> None:
         self._command = list(command)
-        self._handshake = frame(handshake)
+        # The record layout goes first: the child checks it against its own.
+        self._handshake = frame(LAYOUT) + frame(handshake)
         self._proc: subprocess.Popen[bytes] | None = None
         self._acks: int | None = None
         # Held for a whole batch: close() on the shutdown path must not pull
@@ -178,10 +182,21 @@ def serve(build: Callable[[bytes], Sequence[Sink]], argv: Sequence[str] | None =
     args = sys.argv[1:] if argv is None else argv
     acks = int(args[-1])
     data: IO[bytes] = sys.stdin.buffer
+    layout = read_frame(data)
+    if layout is None:
+        return  # the parent stopped before saying anything
+    if layout != LAYOUT:
+        # Exiting unanswered fails the batch in the gateway, which logs it.
+        log.error("the gateway runs another version of Keel than this program; restart it")
+        sys.exit(2)
     handshake = read_frame(data)
     if handshake is None:
-        return  # the parent stopped before saying anything
+        return
     sinks = build(handshake)
+    # The sinks live as long as the child and each batch's records hold no
+    # cycles: collections walking the startup objects and the batch in hand
+    # were 6 % of the child's work (bench/README.md, sixth pass).
+    settle_after_start()
     try:
         os.write(acks, b"\x00")  # ready
         while (payload := read_frame(data)) is not None:

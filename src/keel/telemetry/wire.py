@@ -1,10 +1,18 @@
 """Request records as bytes and back, for the telemetry process.
 
 The gateway's writer thread encodes each batch with one orjson call, which
-walks the dataclasses in C: that is the only per-record work left holding
-the gateway's GIL when the output sinks run in their own process (see
+walks the records in C: that is the only per-record work left holding the
+gateway's GIL when the output sinks run in their own process (see
 ``keel.telemetry.sink_process``). The other side rebuilds the same records,
 so every sink reads one ``RequestRecord`` whichever process it runs in.
+
+A record travels as the array of its field values in declaration order,
+not as an object: no key to write or parse, and rebuilt positionally. That
+took a third off both ends (3.2 to 2.1 µs a record to encode, 6.3 to 4.4
+to decode). Both ends must agree on the order, so the child checks
+``LAYOUT`` against the parent's before its first batch: a gateway upgraded
+in place could otherwise start a child of another version that files
+values under the wrong fields.
 
 A frame on the pipe is a 4-byte big-endian length, then that many bytes.
 """
@@ -13,17 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 import struct
-from collections.abc import Callable, Sequence
-from typing import IO, Any, TypeVar
+from collections.abc import Sequence
+from typing import IO, Any
 
 import orjson
 
 from keel.telemetry.record import AttemptRecord, RequestRecord, Usage
 
 log = logging.getLogger("keel.telemetry")
-
-_T = TypeVar("_T")
 
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 2**32 - 1
@@ -41,7 +48,7 @@ def _named_tuple(value: object) -> tuple[Any, ...]:
 def dumps_batch(records: Sequence[RequestRecord], kept: Sequence[bool]) -> bytes:
     """The batch as one JSON document; a record JSON cannot hold is logged and left out."""
     try:
-        return orjson.dumps([list(kept), list(records)], default=_named_tuple)
+        return orjson.dumps([list(kept), [_values(r) for r in records]], default=_named_tuple)
     except orjson.JSONEncodeError:
         pass
     # Rare (a non-string key in caller metadata, an integer over 64 bits):
@@ -50,7 +57,7 @@ def dumps_batch(records: Sequence[RequestRecord], kept: Sequence[bool]) -> bytes
     flags: list[bool] = []
     for record, flag in zip(records, kept, strict=True):
         try:
-            good.append(orjson.dumps(record, default=_named_tuple))
+            good.append(orjson.dumps(_values(record), default=_named_tuple))
         except orjson.JSONEncodeError as exc:
             log.error("telemetry record %s left out: %s", record.request_id, exc)
             continue
@@ -60,34 +67,29 @@ def dumps_batch(records: Sequence[RequestRecord], kept: Sequence[bool]) -> bytes
 
 def loads_batch(data: bytes) -> tuple[list[RequestRecord], list[bool]]:
     kept, records = orjson.loads(data)
-    return [record_from_dict(r) for r in records], kept
+    return [record_from_values(r) for r in records], kept
 
 
-def record_from_dict(fields: dict[str, Any]) -> RequestRecord:
+def record_from_values(values: list[Any]) -> RequestRecord:
     """The record ``dumps_batch`` encoded: JSON arrays back to tuples, nested classes rebuilt."""
-    fields["usage"] = _build(Usage, _USAGE_FIELDS, fields["usage"])
-    fields["attempts"] = tuple(
-        _build(AttemptRecord, _ATTEMPT_FIELDS, a) for a in fields["attempts"]
-    )
-    fields["stages"] = tuple(map(tuple, fields["stages"]))
-    fields["finish_reasons"] = tuple(fields["finish_reasons"])
-    return _build(RequestRecord, _RECORD_FIELDS, fields)
-
-
-def _build(cls: Callable[..., _T], names: tuple[str, ...], fields: dict[str, Any]) -> _T:
-    # Positional when the keys are the fields in order, as orjson writes a
-    # dataclass: keyword matching finds a parameter by identity with the
-    # interned name first, and decoded keys are never those objects, so each
-    # was compared by value against every parameter; RequestRecord(**fields)
-    # cost about 15 µs, half of decoding a record.
-    if tuple(fields) == names:
-        return cls(*fields.values())
-    return cls(**fields)
+    # Usage and attempts arrive as objects, as orjson writes a dataclass: their
+    # keys in field order, which LAYOUT pins like the record's own.
+    values[_USAGE] = Usage(*values[_USAGE].values())
+    values[_ATTEMPTS] = tuple(AttemptRecord(*a.values()) for a in values[_ATTEMPTS])
+    values[_STAGES] = tuple(map(tuple, values[_STAGES]))
+    values[_FINISH_REASONS] = tuple(values[_FINISH_REASONS])
+    return RequestRecord(*values)
 
 
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRecord))
 _USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(AttemptRecord))
+_values = operator.attrgetter(*_RECORD_FIELDS)
+_USAGE, _ATTEMPTS, _STAGES, _FINISH_REASONS = (
+    _RECORD_FIELDS.index(name) for name in ("usage", "attempts", "stages", "finish_reasons")
+)
+# What the two ends must agree on; the child compares it with its own.
+LAYOUT = orjson.dumps([_RECORD_FIELDS, _USAGE_FIELDS, _ATTEMPT_FIELDS])
 
 
 def frame(payload: bytes) -> bytes:

@@ -4,10 +4,10 @@ Why a process: the gateway is one event loop in one interpreter. Run on the
 writer thread, the sinks' Python work (encoding rows, the log line, spans)
 and the SQLite driver's GIL hand-overs took turns with the event loop. With
 the sinks here, the writer thread only samples, counts metrics and encodes
-each batch with one orjson call (``keel.telemetry.wire``). Telemetry fully
-on cost the gateway 24-28 % of its throughput with the sinks on the thread,
-and 12-23 % (median about 18 %) with them here; bench/README.md, "Fourth
-pass", has the runs.
+each batch with one orjson call (``keel.telemetry.wire``). With the sinks
+here, telemetry fully on costs the gateway about 5 points less of its
+throughput than with them on the thread, in most runs of record
+(bench/README.md, fourth to sixth passes).
 
 The protocol is a pipe each way. The parent writes frames to the child's
 stdin: first the record layout (``keel.telemetry.wire.LAYOUT``, which the

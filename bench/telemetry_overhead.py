@@ -108,9 +108,9 @@ def main() -> None:
                 f"{mid('off', 'rps'):.0f}",
                 f"{mid('on', 'rps'):.0f}",
                 f"{cost['on']:.1%} ({'ok' if cost['on'] <= GOAL else 'over the 15 % goal'})"
-                f" [{paired['on'][0]:.0%}..{paired['on'][-1]:.0%}]",
+                f" {_spread(paired['on'])}",
                 f"{mid('thread', 'rps'):.0f}",
-                f"{cost['thread']:.1%} [{paired['thread'][0]:.0%}..{paired['thread'][-1]:.0%}]",
+                f"{cost['thread']:.1%} {_spread(paired['thread'])}",
                 " / ".join(f"{mid(t.name, 'cpu_ms_per_req'):.3f}" for t in targets),
                 f"{mid('on', 'loop_us'):.0f} / {mid('on', 'others_us'):.0f} / "
                 f"{mid('on', 'children_us'):.0f}",
@@ -123,6 +123,11 @@ def main() -> None:
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _spread(costs: list[float]) -> str:
+    """The range of sorted per-round costs, as printed beside their median."""
+    return f"[{costs[0]:.0%}..{costs[-1]:.0%}]"
 
 
 def _measure_split(target: Target, scenario: Scenario, duration: float) -> dict[str, float]:
